@@ -1,0 +1,136 @@
+"""Command line: a thin layer over the Python API (``spikeprune --help``)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import typer
+
+from spikeprune.errors import SpikepruneError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Make spiking neural networks cheaper to train and to run.",
+)
+
+
+@app.command()
+def train(
+    config: Path | None = typer.Option(None, "--config", help="YAML file with TrainConfig keys"),
+    dataset: str | None = typer.Option(None, help="data set name (see 'spikeprune datasets')"),
+    data_root: str | None = typer.Option(None, "--data-root", help="folder holding local data files"),
+    model: str | None = typer.Option(None, help="model name (see 'spikeprune models')"),
+    epochs: int | None = typer.Option(None),
+    timesteps: int | None = typer.Option(None, "--timesteps", "-T"),
+    batch_size: int | None = typer.Option(None, "--batch-size"),
+    lr: float | None = typer.Option(None),
+    optimizer: str | None = typer.Option(None, help="sgd or adamw"),
+    seed: int | None = typer.Option(None),
+    device: str | None = typer.Option(None, help="auto, cpu, cuda, cuda:N"),
+    amp: bool | None = typer.Option(None, "--amp/--no-amp", help="bfloat16 autocast"),
+    out: Path | None = typer.Option(None, "--out", help="run folder (default: runs/<dataset>-<model>-<time>)"),
+    resume: bool = typer.Option(False, "--resume", help="continue the run in --out exactly where it stopped"),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Train a model; writes config, log, checkpoint and summary.json into the run folder."""
+    from spikeprune.train import Trainer, load_config
+
+    overrides = dict(
+        dataset=dataset,
+        data_root=data_root,
+        model=model,
+        epochs=epochs,
+        timesteps=timesteps,
+        batch_size=batch_size,
+        lr=lr,
+        optimizer=optimizer,
+        seed=seed,
+        device=device,
+        amp=amp,
+        progress=progress,
+    )
+    cfg = load_config(config, overrides)
+    if out is None:
+        if resume:
+            raise SpikepruneError("--resume needs --out: the run folder to continue")
+        out = Path("runs") / f"{cfg.dataset}-{cfg.model}-{time.strftime('%Y%m%d-%H%M%S')}"
+    summary = Trainer(cfg, out).fit(resume=resume)
+    _print_summary(summary, out)
+
+
+@app.command("eval")
+def evaluate(
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="run folder written by 'spikeprune train'"),
+    device: str = typer.Option("auto"),
+) -> None:
+    """Evaluate a run's checkpoint on its test set; prints JSON."""
+    from spikeprune.train import load_trained
+
+    result = load_trained(checkpoint, device=device).evaluate()
+    typer.echo(json.dumps(result, indent=2))
+
+
+@app.command()
+def datasets() -> None:
+    """List the data sets, their sizes and where they come from."""
+    from spikeprune.data import list_datasets
+
+    for info in list_datasets():
+        shape = "x".join(map(str, info.input_shape))
+        sizes = f"{info.num_classes:>3} classes, train {info.train_size:>5}, test {info.test_size:>5}"
+        typer.echo(f"{info.name:<10} {shape:<8} {sizes}")
+        typer.echo(f"{'':<10} {info.description}")
+        typer.echo(f"{'':<10} source: {info.source}")
+
+
+@app.command()
+def models() -> None:
+    """List the model names."""
+    from spikeprune.models import list_models
+
+    for info in list_models():
+        shape = "x".join(map(str, info.default_input_shape))
+        typer.echo(f"{info.name:<9} input {shape:<8} {info.description}")
+
+
+@app.command()
+def quickstart(
+    out: Path | None = typer.Option(None, "--out", help="run folder (default: runs/quickstart-<time>)"),
+    epochs: int = typer.Option(4, help="training epochs"),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Train the default SNN (scnn, T=4) on the embedded mnist5k digits and report the figures."""
+    from spikeprune.quickstart import run_quickstart
+
+    out = out or Path("runs") / f"quickstart-{time.strftime('%Y%m%d-%H%M%S')}"
+    summary = run_quickstart(out, epochs=epochs, progress=progress)
+    _print_summary(summary, out)
+
+
+def _print_summary(summary: dict, out: Path) -> None:
+    seconds = summary["seconds_per_epoch"]
+    typer.echo(
+        f"test accuracy {summary['test_accuracy']:.4f} (top-5 {summary['test_top5']:.4f}) after "
+        f"{summary['epochs']} epochs; {sum(seconds) / max(len(seconds), 1):.1f} s per epoch; run folder {out}"
+    )
+
+
+def main() -> None:
+    """Entry point: user errors print one line (no traceback) and exit with status 2."""
+    try:
+        app()
+    except SpikepruneError as error:
+        typer.echo(f"error: {error}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,20 @@
+"""Datasets for spikeprune: a name registry and in-memory datasets whose items carry their index.
+
+`build_dataset(name)` returns `(train, test)` `IndexedDataset`s yielding `(x, y, index)`.
+Built in: `mnist5k`, `mnist1d`, `digits` (no download needed) and `cifar10`, `cifar100`
+(from the user's local copy). New datasets register with
+`spikeprune.data.registry.register_dataset`.
+"""
+
+from spikeprune.data import cifar, embedded  # noqa: F401  (importing registers the built-in datasets)
+from spikeprune.data.indexed import IndexedDataset
+from spikeprune.data.info import DatasetInfo
+from spikeprune.data.registry import build_dataset, dataset_info, list_datasets
+
+__all__ = [
+    "DatasetInfo",
+    "IndexedDataset",
+    "build_dataset",
+    "dataset_info",
+    "list_datasets",
+]

@@ -1,0 +1,115 @@
+"""What every spikeprune model shares: neuron options, the encoder, and the readout.
+
+A model takes either a static batch ``[B, *input_shape]`` (encoded to ``[T, B, ...]`` by the
+encoder) or an already time-first sequence ``[T, B, *input_shape]`` (event frames), runs its
+layers on ``[T, B, ...]`` and returns logits ``z = mean_t(W s_t + b)`` of shape ``[B, classes]``.
+
+With the ``direct`` encoder the first synaptic layer and its norm see the same input at every step,
+so they run once on ``[B, ...]`` and the result is repeated over T (T times less work, same values).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from spikeprune.errors import SpikepruneError
+from spikeprune.snn import MembraneBatchNorm, SpikingNeuron, build_encoder, build_neuron, build_surrogate
+
+NORMS = ("tdbn", "mpbn", "none")
+
+
+@dataclass(frozen=True)
+class SNNOptions:
+    """Neuron, surrogate, norm and encoder choices shared by all model builders."""
+
+    timesteps: int = 4
+    neuron: str = "lif"
+    tau: float = 2.0
+    v_threshold: float = 1.0
+    v_reset: float | None = 0.0
+    detach_reset: bool = False
+    surrogate: str = "atan"
+    surrogate_alpha: float | None = None
+    learnable_alpha: bool = False
+    norm: str = "tdbn"
+    tdbn_alpha: float = 1.0
+    encoder: str = "direct"
+    backend: str = "fused"
+
+    def __post_init__(self) -> None:
+        if self.norm not in NORMS:
+            raise SpikepruneError(f"unknown norm {self.norm!r}; choose one of {', '.join(NORMS)}")
+        if self.timesteps < 1:
+            raise SpikepruneError(f"timesteps must be >= 1, got {self.timesteps}")
+
+    def neuron_module(self, channels: int | None = None) -> SpikingNeuron:
+        """A fresh neuron (with an MPBN membrane norm over ``channels`` when norm='mpbn')."""
+        options: dict = dict(
+            v_threshold=self.v_threshold,
+            v_reset=self.v_reset,
+            detach_reset=self.detach_reset,
+            surrogate=build_surrogate(self.surrogate, self.surrogate_alpha, self.learnable_alpha),
+            backend=self.backend,
+        )
+        if self.norm == "mpbn" and channels is not None:
+            options["norm"] = MembraneBatchNorm(channels)
+        name = self.neuron.lower()
+        if name == "lif":
+            options["tau"] = self.tau
+        elif name == "plif":
+            options["init_tau"] = self.tau
+        return build_neuron(name, **options)
+
+    def batch_norm(self, channels: int, dims: int) -> nn.Module:
+        """Norm after a synaptic layer, applied on the time-folded batch (tdBN statistics over T·B)."""
+        if self.norm == "none":
+            return nn.Identity()
+        bn = {0: nn.BatchNorm1d, 1: nn.BatchNorm1d, 2: nn.BatchNorm2d}[dims](channels)
+        with torch.no_grad():
+            bn.weight.fill_(self.tdbn_alpha * self.v_threshold)
+        return bn
+
+
+class SpikingNetwork(nn.Module):
+    """Base class: encoder + ``stem`` (runs once per input under direct encoding) + ``body`` on [T, B, ...].
+
+    Subclasses set ``self.stem`` (stateless modules on ``[N, ...]``) and ``self.body`` (modules on
+    ``[T, B, ...]`` ending with the readout layer).
+    """
+
+    def __init__(self, options: SNNOptions, input_shape: tuple[int, ...], num_classes: int) -> None:
+        super().__init__()
+        self.options = options
+        self.input_shape = tuple(input_shape)
+        self.num_classes = int(num_classes)
+        self.timesteps = options.timesteps
+        self.encoder = build_encoder(options.encoder, options.timesteps)
+        self.stem: nn.Module = nn.Identity()
+        self.body: nn.Module = nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        static = len(self.input_shape) + 1
+        if x.dim() == static:
+            if self.options.encoder == "direct":
+                y = self.stem(x)
+                y = y.unsqueeze(0).expand(self.timesteps, *y.shape)
+            else:
+                y = self._stem_per_step(self.encoder(x))
+        elif x.dim() == static + 1:
+            y = self._stem_per_step(x)
+        else:
+            raise SpikepruneError(
+                f"{type(self).__name__} expects input [B, {', '.join(map(str, self.input_shape))}] "
+                f"or [T, B, ...], got shape {tuple(x.shape)}"
+            )
+        return self.body(y).mean(0)
+
+    def _stem_per_step(self, x_seq: Tensor) -> Tensor:
+        t, b = x_seq.shape[:2]
+        return self.stem(x_seq.flatten(0, 1)).unflatten(0, (t, b))
+
+    def spiking_neurons(self) -> list[SpikingNeuron]:
+        return [m for m in self.modules() if isinstance(m, SpikingNeuron)]

@@ -1,0 +1,94 @@
+"""Training configuration: one pydantic model, filled from YAML and command-line flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from spikeprune.errors import SpikepruneError
+
+
+class TrainConfig(BaseModel):
+    """Everything that defines a training run; saved as ``config.yaml`` in the run folder."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    dataset: str = "mnist5k"
+    data_root: str | None = None
+    augment: bool = True
+    model: str = "scnn"
+    model_options: dict[str, Any] = Field(default_factory=dict)
+    timesteps: int = Field(4, ge=1, le=1024)
+    neuron: Literal["lif", "if", "plif"] = "lif"
+    surrogate: Literal["atan", "sigmoid", "triangle"] = "atan"
+    surrogate_alpha: float | None = Field(None, gt=0)
+    surrogate_alpha_end: float | None = Field(None, gt=0, description="anneal sharpness to this value")
+    learnable_alpha: bool = False
+    epochs: int = Field(5, ge=1)
+    batch_size: int = Field(64, ge=1)
+    optimizer: Literal["sgd", "adamw"] = "adamw"
+    lr: float = Field(1e-3, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    schedule: Literal["cosine", "constant"] = "cosine"
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    amp: bool = False
+    seed: int = 0
+    device: str = "auto"
+    num_workers: int = Field(0, ge=0)
+    progress: bool = True
+    tensorboard: bool | None = Field(None, description="None: write TensorBoard logs when installed")
+
+    def model_kwargs(self) -> dict[str, Any]:
+        """Keyword options for :func:`spikeprune.models.build_model`."""
+        options: dict[str, Any] = dict(
+            timesteps=self.timesteps,
+            neuron=self.neuron,
+            surrogate=self.surrogate,
+            surrogate_alpha=self.surrogate_alpha,
+            learnable_alpha=self.learnable_alpha,
+        )
+        options.update(self.model_options)
+        return options
+
+
+def _describe(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors():
+        where = ".".join(str(p) for p in item["loc"]) or "config"
+        value = item.get("input")
+        parts.append(
+            f"{where}={value!r}: {item['msg']}" if item["type"] != "extra_forbidden" else f"unknown key {where!r}"
+        )
+    return "; ".join(parts)
+
+
+def make_config(values: dict[str, Any], source: str = "config") -> TrainConfig:
+    """Validate a dict into a :class:`TrainConfig`, turning pydantic errors into one clear line."""
+    try:
+        return TrainConfig(**values)
+    except ValidationError as error:
+        raise SpikepruneError(f"bad {source}: {_describe(error)}") from None
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Read a YAML config (optional) and apply overrides (``None`` values are ignored)."""
+    values: dict[str, Any] = {}
+    source = "config"
+    if path is not None:
+        path = Path(path)
+        source = f"config file {path}"
+        if not path.is_file():
+            raise SpikepruneError(f"config file {path} does not exist; check the --config path")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as error:
+            raise SpikepruneError(f"config file {path} is not valid YAML: {error}".replace("\n", " ")) from None
+        if not isinstance(loaded, dict):
+            raise SpikepruneError(f"config file {path} must hold a mapping of keys to values")
+        values.update(loaded)
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return make_config(values, source)

@@ -1,0 +1,454 @@
+"""The one training loop of spikeprune.
+
+It trains any model on any indexed dataset; data pruners choose each epoch's examples and loss
+weights, sparsifiers act around the optimizer step (see :mod:`spikeprune.train.hooks`). Under
+``torchrun`` every rank follows the same plan and visits a disjoint shard of it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+import yaml
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from spikeprune.data import build_dataset
+from spikeprune.errors import SpikepruneError
+from spikeprune.models import build_model
+from spikeprune.snn import set_surrogate_alpha
+from spikeprune.snn.surrogate import Surrogate
+from spikeprune.train.checkpoint import atomic_write_json, has_checkpoint, load_checkpoint, save_checkpoint
+from spikeprune.train.config import TrainConfig, make_config
+from spikeprune.train.distributed import DistInfo, all_gather_cat, all_reduce_sum, init_distributed, sync_buffers
+from spikeprune.train.hooks import DataPruner, EpochPlan, Sparsifier, StepStats
+
+LOG_NAME = "log.jsonl"
+SUMMARY_NAME = "summary.json"
+CONFIG_NAME = "config.yaml"
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise SpikepruneError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SpikepruneError(f"device {name!r} requested but no CUDA GPU is available; use --device cpu")
+    return device
+
+
+def lr_factor(step: int, total_steps: int, schedule: str) -> float:
+    """Learning-rate multiplier at ``step`` of ``total_steps`` (cosine decays to 0 at the last step)."""
+    if schedule == "constant" or total_steps <= 1:
+        return 1.0
+    return 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
+
+
+def parameter_digest(model: nn.Module) -> str:
+    """SHA-256 over all parameters and buffers (bit-exact comparison of replicas)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def read_run_config(run_dir: Path) -> TrainConfig:
+    path = Path(run_dir) / CONFIG_NAME
+    if not path.is_file():
+        raise SpikepruneError(
+            f"{run_dir} is not a spikeprune run folder (no {CONFIG_NAME}); pass a folder written by 'spikeprune train'"
+        )
+    return make_config(yaml.safe_load(path.read_text()) or {}, f"config of run {run_dir}")
+
+
+class Trainer:
+    """Train and evaluate a model from a :class:`TrainConfig`.
+
+    Args:
+        config: the run's settings.
+        out_dir: run folder (config, log, checkpoint, summary); ``None`` keeps nothing on disk.
+        model, train_set, test_set: override what the config would build (used by the Python API).
+        data_pruner, sparsifier: the extension points; defaults do nothing special.
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        out_dir: str | Path | None = None,
+        *,
+        model: nn.Module | None = None,
+        train_set: Dataset | None = None,
+        test_set: Dataset | None = None,
+        data_pruner: DataPruner | None = None,
+        sparsifier: Sparsifier | None = None,
+    ) -> None:
+        self.config = config
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.device = resolve_device(config.device)
+        self.dist: DistInfo = init_distributed(self.device)
+        if self.dist.enabled and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.dist.local_rank)
+            torch.cuda.set_device(self.device)
+        if train_set is None or test_set is None:
+            built_train, built_test = build_dataset(
+                config.dataset, root=config.data_root, seed=config.seed, augment=config.augment
+            )
+            train_set = train_set if train_set is not None else built_train
+            test_set = test_set if test_set is not None else built_test
+        self.train_set, self.test_set = train_set, test_set
+        if model is None:
+            torch.manual_seed(config.seed)
+            info = getattr(train_set, "info", None)
+            model = build_model(
+                config.model,
+                input_shape=info.input_shape if info else None,
+                num_classes=info.num_classes if info else 10,
+                **config.model_kwargs(),
+            )
+        self.model = model.to(self.device)
+        self.data_pruner = data_pruner or DataPruner()
+        self.sparsifier = sparsifier or Sparsifier()
+        self.sparsifier.attach(self.model)
+        self.optimizer = self._build_optimizer()
+        self.net: nn.Module = self.model
+        if self.dist.enabled:
+            self.net = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
+        self.epoch = 0
+        self.step = 0
+        self.history: list[dict[str, Any]] = []
+        self._alpha0 = self._initial_alpha()
+
+    # ----------------------------------------------------------------------------- setup
+    def _build_optimizer(self) -> torch.optim.Optimizer:
+        cfg = self.config
+        decay, no_decay = [], []
+        for param in self.model.parameters():
+            if not param.requires_grad:
+                continue
+            (no_decay if param.dim() <= 1 else decay).append(param)
+        groups: list[dict[str, Any]] = [
+            {"params": decay, "weight_decay": cfg.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
+        groups += self.sparsifier.param_groups()
+        for group in groups:
+            group.setdefault("base_lr", group.get("lr", cfg.lr))
+        if cfg.optimizer == "sgd":
+            return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
+        return torch.optim.AdamW(groups, lr=cfg.lr)
+
+    def _initial_alpha(self) -> float | None:
+        for module in self.model.modules():
+            if isinstance(module, Surrogate):
+                return float(module.alpha)
+        return None
+
+    # ----------------------------------------------------------------------------- schedule
+    def steps_in_epoch(self, epoch: int) -> int:
+        size = self.data_pruner.epoch_size(epoch, len(self.train_set))
+        per_rank = math.ceil(size / self.dist.world_size)
+        return math.ceil(per_rank / self.config.batch_size)
+
+    @property
+    def total_steps(self) -> int:
+        return sum(self.steps_in_epoch(e) for e in range(self.config.epochs))
+
+    def _set_lr(self) -> None:
+        factor = lr_factor(self.step, self.total_steps, self.config.schedule)
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["base_lr"] * factor
+
+    def _anneal_surrogate(self, epoch: int) -> None:
+        cfg = self.config
+        if cfg.surrogate_alpha_end is None or self._alpha0 is None:
+            return
+        progress = epoch / max(cfg.epochs - 1, 1)
+        set_surrogate_alpha(self.model, self._alpha0 * (cfg.surrogate_alpha_end / self._alpha0) ** progress)
+
+    # ----------------------------------------------------------------------------- data
+    def _epoch_batches(self, plan: EpochPlan, epoch: int) -> list[list[int]]:
+        """Shuffle the plan (seeded by epoch), shard it across ranks (equal lengths), cut into batches."""
+        generator = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch)
+        order = plan.indices[torch.randperm(len(plan.indices), generator=generator)]
+        world = self.dist.world_size
+        per_rank = math.ceil(len(order) / world)
+        if per_rank * world > len(order):  # pad by repeating the start, as DistributedSampler does
+            order = torch.cat([order, order[: per_rank * world - len(order)]])
+        shard = order[self.dist.rank :: world].tolist()
+        size = self.config.batch_size
+        return [shard[i : i + size] for i in range(0, len(shard), size)]
+
+    def _loader(self, dataset: Dataset, batches: list[list[int]]) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_sampler=batches,
+            num_workers=self.config.num_workers,
+            pin_memory=self.device.type == "cuda",
+        )
+
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.amp)
+
+    # ----------------------------------------------------------------------------- loop
+    def train_epoch(self) -> dict[str, Any]:
+        """One epoch over the data pruner's plan; returns the epoch's training figures."""
+        cfg, epoch = self.config, self.epoch
+        self.net.train()
+        if hasattr(self.train_set, "set_epoch"):
+            self.train_set.set_epoch(epoch)
+        self._anneal_surrogate(epoch)
+        self.sparsifier.on_epoch_start(epoch, cfg.epochs)
+        plan = self.data_pruner.plan(epoch, len(self.train_set))
+        weight_of = None
+        if plan.weights is not None:
+            weight_of = torch.zeros(len(self.train_set))
+            weight_of[plan.indices] = plan.weights.float()
+        batches = self._epoch_batches(plan, epoch)
+        totals = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, examples
+        started = time.perf_counter()
+        progress = self._progress(len(batches), f"epoch {epoch + 1}/{cfg.epochs}")
+        for x, y, idx in self._loader(self.train_set, batches):
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            self._set_lr()
+            with self._autocast():
+                logits = self.net(x)
+                losses = F.cross_entropy(logits.float(), y, reduction="none", label_smoothing=cfg.label_smoothing)
+            if weight_of is not None:
+                loss = (losses * weight_of[idx].to(self.device)).mean()
+            else:
+                loss = losses.mean()
+            extra = self.sparsifier.regularization()
+            if extra is not None:
+                loss = loss + extra
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.sparsifier.before_step()
+            self.optimizer.step()
+            self.sparsifier.after_step()
+            self.step += 1
+            detached = losses.detach()
+            self._observe(idx, y, logits.detach(), detached)
+            totals += torch.tensor(
+                [float(detached.sum()), float((logits.argmax(1) == y).sum()), len(y)], dtype=torch.float64
+            )
+            if progress is not None:
+                progress.update(1)
+                progress.set_postfix(loss=f"{totals[0] / max(totals[2], 1):.3f}")
+        if progress is not None:
+            progress.close()
+        seconds = time.perf_counter() - started
+        sync_buffers(self.model, self.dist)
+        totals = all_reduce_sum(totals.to(self.device), self.dist).cpu()
+        return {
+            "epoch": epoch + 1,
+            "train_loss": float(totals[0] / max(totals[2], 1)),
+            "train_accuracy": float(totals[1] / max(totals[2], 1)),
+            "examples_visited": int(totals[2]),
+            "steps": len(batches),
+            "train_seconds": seconds,
+            "lr": self.optimizer.param_groups[0]["lr"],
+        }
+
+    def _observe(self, idx: Tensor, y: Tensor, logits: Tensor, losses: Tensor) -> None:
+        if type(self.data_pruner).observe is DataPruner.observe:
+            return  # nothing listens: skip the gather
+        stats = StepStats(
+            indices=all_gather_cat(idx.to(self.device), self.dist).cpu(),
+            targets=all_gather_cat(y, self.dist).cpu(),
+            logits=all_gather_cat(logits.float(), self.dist).cpu(),
+            losses=all_gather_cat(losses, self.dist).cpu(),
+        )
+        self.data_pruner.observe(stats)
+
+    def _progress(self, total: int, description: str):
+        if not (self.config.progress and self.dist.is_main):
+            return None
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, desc=description, leave=False, dynamic_ncols=True)
+
+    @torch.no_grad()
+    def evaluate(self, dataset: Dataset | None = None) -> dict[str, float]:
+        """Top-1/top-5 accuracy and mean loss on ``dataset`` (default: the test set), sharded across ranks."""
+        dataset = dataset if dataset is not None else self.test_set
+        self.net.eval()
+        indices = list(range(self.dist.rank, len(dataset), self.dist.world_size))
+        size = self.config.batch_size * 2
+        batches = [indices[i : i + size] for i in range(0, len(indices), size)]
+        totals = torch.zeros(4, dtype=torch.float64)  # loss, top1, top5, count
+        started = time.perf_counter()
+        for x, y, _ in self._loader(dataset, batches):
+            x, y = x.to(self.device), y.to(self.device)
+            with self._autocast():
+                logits = self.model(x).float()
+            k = min(5, logits.shape[1])
+            top = logits.topk(k, dim=1).indices
+            totals += torch.tensor(
+                [
+                    float(F.cross_entropy(logits, y, reduction="sum")),
+                    float((top[:, 0] == y).sum()),
+                    float((top == y[:, None]).any(1).sum()),
+                    len(y),
+                ],
+                dtype=torch.float64,
+            )
+        totals = all_reduce_sum(totals.to(self.device), self.dist).cpu()
+        count = max(float(totals[3]), 1.0)
+        return {
+            "test_loss": float(totals[0]) / count,
+            "test_accuracy": float(totals[1]) / count,
+            "test_top5": float(totals[2]) / count,
+            "eval_seconds": time.perf_counter() - started,
+        }
+
+    # ----------------------------------------------------------------------------- persistence
+    def _states(self) -> dict[str, Any]:
+        states: dict[str, Any] = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "rng": {"torch": torch.get_rng_state()},
+            "data_pruner": self.data_pruner.state_dict(),
+            "sparsifier": self.sparsifier.state_dict(),
+        }
+        if self.device.type == "cuda":
+            states["rng"]["cuda"] = torch.cuda.get_rng_state(self.device)
+        return states
+
+    def save(self) -> None:
+        if self.out_dir is None or not self.dist.is_main:
+            return
+        meta = {"step": self.step, "history": self.history, "config": self.config.model_dump()}
+        save_checkpoint(self.out_dir, self.epoch, self._states(), meta)
+
+    def restore(self, run_dir: Path) -> None:
+        """Load a run folder's checkpoint: weights, optimizer, RNG, hook states, epoch and step."""
+        epoch, states, meta = load_checkpoint(run_dir)
+        self.model.load_state_dict(states["model"])
+        self.optimizer.load_state_dict(states["optimizer"])
+        torch.set_rng_state(states["rng"]["torch"])
+        if "cuda" in states["rng"] and self.device.type == "cuda":
+            torch.cuda.set_rng_state(states["rng"]["cuda"], self.device)
+        self.data_pruner.load_state_dict(states["data_pruner"])
+        self.sparsifier.load_state_dict(states["sparsifier"])
+        self.epoch, self.step, self.history = epoch, int(meta["step"]), list(meta["history"])
+
+    def _prepare_out_dir(self, resume: bool) -> None:
+        if self.out_dir is None:
+            if resume:
+                raise SpikepruneError("--resume needs the run folder: pass --out DIR of the run to continue")
+            return
+        if resume:
+            if not has_checkpoint(self.out_dir):
+                raise SpikepruneError(
+                    f"nothing to resume in {self.out_dir} (no checkpoint); drop --resume to start a new run"
+                )
+            saved = read_run_config(self.out_dir)
+            changed = {
+                key
+                for key, value in self.config.model_dump().items()
+                if key not in ("progress", "num_workers", "device", "tensorboard") and getattr(saved, key) != value
+            }
+            if changed:
+                raise SpikepruneError(
+                    f"run {self.out_dir} was started with different settings ({', '.join(sorted(changed))}); "
+                    "resume with the same settings or start a new --out"
+                )
+            self.restore(self.out_dir)
+            return
+        if has_checkpoint(self.out_dir):
+            raise SpikepruneError(
+                f"{self.out_dir} already holds a run; pass --resume to continue it or choose another --out"
+            )
+        if self.dist.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            (self.out_dir / CONFIG_NAME).write_text(yaml.safe_dump(self.config.model_dump(), sort_keys=False))
+
+    def _write_log(self) -> None:
+        if self.out_dir is None or not self.dist.is_main:
+            return
+        lines = "".join(json.dumps(record) + "\n" for record in self.history)
+        (self.out_dir / LOG_NAME).write_text(lines)
+
+    def _tensorboard(self):
+        if self.out_dir is None or not self.dist.is_main or self.config.tensorboard is False:
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            if self.config.tensorboard:
+                raise SpikepruneError(
+                    "tensorboard=true but TensorBoard is not installed; pip install tensorboard"
+                ) from None
+            return None
+        return SummaryWriter(str(self.out_dir / "tensorboard"))
+
+    # ----------------------------------------------------------------------------- run
+    def fit(self, resume: bool = False) -> dict[str, Any]:
+        """Train for the configured epochs (continuing a saved run with ``resume``); return the summary."""
+        self._prepare_out_dir(resume)
+        writer = self._tensorboard()
+        try:
+            while self.epoch < self.config.epochs:
+                record = self.train_epoch()
+                record.update(self.evaluate())
+                self.epoch += 1
+                self.history.append(record)
+                self.save()
+                self._write_log()
+                if writer is not None:
+                    for key, value in record.items():
+                        if key != "epoch":
+                            writer.add_scalar(key, value, record["epoch"])
+        finally:
+            if writer is not None:
+                writer.close()
+        return self._finish()
+
+    def _finish(self) -> dict[str, Any]:
+        digests = [parameter_digest(self.model)]
+        if self.dist.enabled:
+            import torch.distributed as dist
+
+            gathered: list[Any] = [None] * self.dist.world_size
+            dist.all_gather_object(gathered, digests[0])
+            digests = gathered
+        last = self.history[-1] if self.history else self.evaluate()
+        summary = {
+            "test_accuracy": last["test_accuracy"],
+            "test_top5": last["test_top5"],
+            "test_loss": last["test_loss"],
+            "epochs": len(self.history),
+            "train_seconds": sum(r["train_seconds"] for r in self.history),
+            "seconds_per_epoch": [r["train_seconds"] for r in self.history],
+            "examples_visited": sum(r["examples_visited"] for r in self.history),
+            "world_size": self.dist.world_size,
+            "parameter_sha256": digests,
+            "dataset": self.config.dataset,
+            "model": self.config.model,
+        }
+        if self.out_dir is not None and self.dist.is_main:
+            atomic_write_json(self.out_dir / SUMMARY_NAME, summary)
+        return summary
+
+
+def load_trained(run_dir: str | Path, device: str = "auto") -> Trainer:
+    """A Trainer for a finished or partial run folder, with its checkpoint's weights loaded."""
+    run_dir = Path(run_dir)
+    config = read_run_config(run_dir)
+    config = config.model_copy(update={"device": device, "progress": False})
+    trainer = Trainer(config, None)
+    trainer.restore(run_dir)
+    return trainer
