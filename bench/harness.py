@@ -19,7 +19,9 @@ import torch
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def interleaved_times(contenders: dict[str, Callable[[], Any]], repeats: int, warmup: int = 2) -> dict[str, list[float]]:
+def interleaved_times(
+    contenders: dict[str, Callable[[], Any]], repeats: int, warmup: int = 2
+) -> dict[str, list[float]]:
     """Seconds per call of each contender, ``repeats`` samples each, in rotating order."""
     names = list(contenders)
     for _ in range(warmup):

@@ -156,7 +156,9 @@ class SnnTorchNet(nn.Module):
         self.timesteps = timesteps
         self.stem = nn.Sequential(nn.Conv2d(1, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32))
         self.block2 = nn.Sequential(nn.MaxPool2d(2), nn.Conv2d(32, 64, 3, padding=1, bias=False), nn.BatchNorm2d(64))
-        self.block3 = nn.Sequential(nn.MaxPool2d(2), nn.Flatten(), nn.Linear(3136, 128, bias=False), nn.BatchNorm1d(128))
+        self.block3 = nn.Sequential(
+            nn.MaxPool2d(2), nn.Flatten(), nn.Linear(3136, 128, bias=False), nn.BatchNorm1d(128)
+        )
         self.head = nn.Linear(128, 10)
         self.lifs = nn.ModuleList(
             [snntorch.Leaky(beta=0.5, spike_grad=snn_surrogate.atan(), reset_mechanism="zero") for _ in range(3)]

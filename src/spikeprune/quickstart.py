@@ -12,7 +12,7 @@ QUICKSTART = dict(
 )
 
 
-def run_quickstart(out: str | Path, epochs: int = 4, progress: bool = True) -> dict[str, Any]:
+def run_quickstart(out: str | Path, epochs: int = 4, progress: bool = True, seed: int = 0) -> dict[str, Any]:
     """Train ``scnn`` (T=4) on ``mnist5k`` for ``epochs`` epochs into ``out``; return the summary."""
-    config = make_config({**QUICKSTART, "epochs": epochs, "progress": progress}, "quickstart settings")
+    config = make_config({**QUICKSTART, "epochs": epochs, "progress": progress, "seed": seed}, "quickstart settings")
     return Trainer(config, out).fit()

@@ -1,0 +1,101 @@
+"""Models, encoders and norms: shapes, the direct-encoding shortcut, registry errors, the benchmark script."""
+
+import pytest
+import torch
+from torch import nn
+
+from spikeprune.errors import SpikepruneError
+from spikeprune.models import build_model, list_models
+from spikeprune.snn import LatencyEncoder, PerStep, RateEncoder, TdBatchNorm
+
+
+@pytest.mark.parametrize("name", [info.name for info in list_models()])
+def test_every_model_trains_a_step(name):
+    torch.manual_seed(0)
+    info = {i.name: i for i in list_models()}[name]
+    model = build_model(name, timesteps=2, num_classes=7)
+    x = torch.randn(2, *info.default_input_shape)
+    logits = model(x)
+    assert logits.shape == (2, 7)
+    logits.sum().backward()
+    synapses = [m for m in model.modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear))]
+    assert synapses and all(m.weight.grad is not None for m in synapses)
+
+
+def test_direct_stem_shortcut_equals_running_the_stem_every_step():
+    torch.manual_seed(0)
+    model = build_model("scnn", timesteps=3).eval()
+    x = torch.rand(4, 1, 28, 28)
+    sequence = x.unsqueeze(0).repeat(3, 1, 1, 1, 1)
+    torch.testing.assert_close(model(x), model(sequence), rtol=0, atol=1e-6)
+
+
+def test_event_frames_go_in_directly():
+    model = build_model("vgg11", timesteps=2, input_shape=(2, 48, 48))
+    assert model(torch.rand(5, 3, 2, 48, 48)).shape == (3, 10)
+
+
+def test_wrong_input_shape_is_named():
+    with pytest.raises(SpikepruneError, match=r"expects input \[B, 1, 28, 28\]"):
+        build_model("scnn")(torch.rand(28, 28))
+
+
+def test_registry_errors():
+    with pytest.raises(SpikepruneError, match="unknown model"):
+        build_model("alexnet")
+    with pytest.raises(SpikepruneError, match="does not take"):
+        build_model("vgg11", hidden=5)
+    with pytest.raises(SpikepruneError, match="unknown norm"):
+        build_model("scnn", norm="layernorm")
+
+
+def test_mpbn_model_runs():
+    model = build_model("scnn", timesteps=2, norm="mpbn")
+    model(torch.rand(2, 1, 28, 28)).sum().backward()
+
+
+def test_encoders():
+    x = torch.tensor([[0.0, 0.5, 1.0]])
+    torch.manual_seed(0)
+    rate = RateEncoder(2000)(x)
+    assert set(rate.unique().tolist()) <= {0.0, 1.0}
+    torch.testing.assert_close(rate.mean(0), x, atol=0.04, rtol=0)
+    latency = LatencyEncoder(5)(x)
+    assert latency.sum(0).tolist() == [[0.0, 1.0, 1.0]]
+    assert latency[:, 0, 2].argmax() == 0 and latency[:, 0, 1].argmax() == 2
+
+
+def test_tdbn_normalises_over_time_and_batch():
+    torch.manual_seed(0)
+    norm = TdBatchNorm(3, alpha=0.5, v_threshold=2.0)
+    x = torch.randn(4, 8, 3, 5, 5) * 3 + 1
+    y = norm(x)
+    per_channel = y.transpose(0, 2).reshape(3, -1)
+    torch.testing.assert_close(per_channel.mean(1), torch.zeros(3), atol=1e-5, rtol=0)
+    torch.testing.assert_close(per_channel.std(1, unbiased=False), torch.full((3,), 1.0), atol=1e-3, rtol=0)
+
+
+def test_per_step_folds_time():
+    layer = nn.Linear(3, 2)
+    x = torch.randn(4, 5, 3)
+    torch.testing.assert_close(PerStep(layer)(x), layer(x))
+
+
+def test_neuron_speed_benchmark_quick(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "neuron_speed.py"
+    import sys
+
+    sys.path.insert(0, str(path.parent))
+    try:
+        spec = importlib.util.spec_from_file_location("neuron_speed", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        payload = module.main(["--quick", "--out-dir", str(tmp_path)])
+    finally:
+        sys.path.remove(str(path.parent))
+    assert (tmp_path / "neuron_speed.json").exists() and (tmp_path / "neuron_speed.md").exists()
+    differences = payload["train_step"]["max_abs_logit_difference_vs_spikeprune"]
+    assert all(value < 1e-5 for value in differences.values())
