@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -274,8 +275,8 @@ class Trainer:
         self.data_pruner.observe(stats)
 
     def _progress(self, total: int, description: str):
-        if not (self.config.progress and self.dist.is_main):
-            return None
+        if not (self.config.progress and self.dist.is_main and sys.stderr.isatty()):
+            return None  # a bar redrawn into a log file is noise; the epoch log has the figures
         from tqdm.auto import tqdm
 
         return tqdm(total=total, desc=description, leave=False, dynamic_ncols=True)
