@@ -38,6 +38,11 @@ def main(argv: list[str] | None = None) -> dict:
                 "wall_seconds": wall,
                 "train_seconds": summary["train_seconds"],
                 "seconds_per_epoch": summary["seconds_per_epoch"],
+                "effective_synops": summary["effective_synops"],
+                "acs": summary["acs"],
+                "macs": summary["macs"],
+                "energy_pj": summary["energy_pj"],
+                "mean_firing_rate": summary["mean_firing_rate"],
             }
         )
         print(runs[-1])
@@ -57,13 +62,15 @@ def main(argv: list[str] | None = None) -> dict:
         f"scnn on mnist5k, T=4, {args.epochs} epochs, {environment()['threads']} CPU threads, whole run timed "
         "(data, training, evaluation, checkpoints).",
         "",
-        "| seed | test accuracy | wall s | train s/epoch (median) |",
-        "|---:|---:|---:|---:|",
+        "| seed | test accuracy | wall s | train s/epoch (median) | SynOps/sample | energy/sample (µJ, 45 nm FP32) "
+        "| firing rate |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in runs:
         lines.append(
             f"| {r['seed']} | {r['test_accuracy']:.4f} | {r['wall_seconds']:.1f} | "
-            f"{statistics.median(r['seconds_per_epoch']):.1f} |"
+            f"{statistics.median(r['seconds_per_epoch']):.1f} | {r['effective_synops'] / 1e6:.2f} M | "
+            f"{r['energy_pj'] / 1e6:.2f} | {r['mean_firing_rate']:.3f} |"
         )
     lines.append("")
     write_results("quickstart", payload, "\n".join(lines), args.out_dir)

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from spikeprune.errors import SpikepruneError
-from spikeprune.train import Sparsifier, Trainer, load_trained, make_config
+from spikeprune.sparsity import Sparsifier
+from spikeprune.train import Trainer, load_trained, make_config
 from spikeprune.train.checkpoint import load_checkpoint
 from spikeprune.train.trainer import lr_factor, parameter_digest
 

@@ -67,12 +67,50 @@ def train(
 def evaluate(
     checkpoint: Path = typer.Option(..., "--checkpoint", help="run folder written by 'spikeprune train'"),
     device: str = typer.Option("auto"),
+    with_profile: bool = typer.Option(False, "--profile", help="add SynOps, energy and density totals"),
 ) -> None:
     """Evaluate a run's checkpoint on its test set; prints JSON."""
     from spikeprune.train import load_trained
+    from spikeprune.train.trainer import profile_summary
 
-    result = load_trained(checkpoint, device=device).evaluate()
+    trainer = load_trained(checkpoint, device=device)
+    result = trainer.evaluate()
+    if with_profile:
+        result.update(profile_summary(trainer.profile()))
     typer.echo(json.dumps(result, indent=2))
+
+
+@app.command()
+def profile(
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="run folder written by 'spikeprune train'"),
+    json_path: Path | None = typer.Option(None, "--json", help="also write the full report here"),
+    batches: int | None = typer.Option(None, help="profile only this many test batches"),
+    energy: str = typer.Option("fp32_45nm", help="energy preset: fp32_45nm, fp16_45nm, int8_45nm"),
+    device: str = typer.Option("auto"),
+) -> None:
+    """Per-layer SynOps (effective and dense), firing rates, energy and density of a run on its test set.
+
+    Saves profile.json in the run folder and adds the totals to its summary.json.
+    """
+    from spikeprune.metrics import energy_model
+    from spikeprune.metrics import profile as run_profile
+    from spikeprune.train import load_trained
+    from spikeprune.train.trainer import record_profile
+
+    preset = energy_model(energy)
+    trainer = load_trained(checkpoint, device=device)
+    report = run_profile(
+        trainer.model,
+        trainer.test_set,
+        batches=batches,
+        batch_size=trainer.config.batch_size * 2,
+        device=trainer.device,
+        energy=preset,
+    )
+    typer.echo(report.table())
+    record_profile(checkpoint, report)
+    if json_path is not None:
+        report.save_json(json_path)
 
 
 @app.command()
@@ -118,6 +156,12 @@ def _print_summary(summary: dict, out: Path) -> None:
         f"test accuracy {summary['test_accuracy']:.4f} (top-5 {summary['test_top5']:.4f}) after "
         f"{summary['epochs']} epochs; {sum(seconds) / max(len(seconds), 1):.1f} s per epoch; run folder {out}"
     )
+    if "effective_synops" in summary:
+        typer.echo(
+            f"per sample: {summary['effective_synops']:.3g} effective SynOps ({summary['acs']:.3g} AC, "
+            f"{summary['macs']:.3g} MAC), {summary['energy_pj'] / 1e6:.3g} uJ compute energy (45 nm FP32), "
+            f"firing rate {summary['mean_firing_rate']:.3f}, weight density {summary['density']:.3f}"
+        )
 
 
 def main() -> None:

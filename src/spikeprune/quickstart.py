@@ -8,7 +8,14 @@ from typing import Any
 from spikeprune.train import Trainer, make_config
 
 QUICKSTART = dict(
-    dataset="mnist5k", model="scnn", timesteps=4, batch_size=64, optimizer="adamw", lr=2e-3, weight_decay=1e-4
+    dataset="mnist5k",
+    model="scnn",
+    timesteps=4,
+    batch_size=64,
+    optimizer="adamw",
+    lr=2e-3,
+    weight_decay=1e-4,
+    profile=True,
 )
 
 

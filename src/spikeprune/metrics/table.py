@@ -50,8 +50,19 @@ def render(header: Sequence[str], rows: Sequence[Sequence[str]], left: int = 1) 
 
 def format_table(report: ProfileReport) -> str:
     t = report.totals
-    header = ["layer", "kind", "weight", "density", "in rate", "ACs", "MACs", "SynOps", "dense SynOps", "dense ops"]
-    header.append("energy")
+    header = [
+        "layer",
+        "kind",
+        "weight",
+        "density",
+        "in rate",
+        "ACs",
+        "MACs",
+        "SynOps",
+        "dense SynOps",
+        "dense ops",
+        "energy",
+    ]
     rows = [
         [
             layer.name,
@@ -90,7 +101,11 @@ def format_table(report: ProfileReport) -> str:
             for n in report.neurons
         ]
         neuron_rows.append(["mean", "", "", f"{t['mean_firing_rate']:.4f}", ""])
-        parts += ["", "Spiking neurons", render(["neurons", "per step", "T", "rate", "spikes/sample"], neuron_rows)]
+        parts += [
+            "",
+            "Spiking neurons",
+            render(["neuron layer", "neurons/step", "T", "rate", "spikes/sample"], neuron_rows),
+        ]
     summary = [
         f"samples: {t['samples']}" + (f"   accuracy: {t['accuracy']:.4f}" if "accuracy" in t else ""),
         f"params: {si(t['nonzero_params'])} non-zero of {si(t['params'])}   weight density: {t['density']:.4f}",

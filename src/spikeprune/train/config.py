@@ -41,6 +41,8 @@ class TrainConfig(BaseModel):
     num_workers: int = Field(0, ge=0)
     progress: bool = True
     tensorboard: bool | None = Field(None, description="None: write TensorBoard logs when installed")
+    profile: bool = Field(False, description="after training, count SynOps/energy/density on the test set")
+    profile_batches: int | None = Field(None, ge=1, description="limit the profile to this many test batches")
 
     def model_kwargs(self) -> dict[str, Any]:
         """Keyword options for :func:`spikeprune.models.build_model`."""

@@ -1,7 +1,8 @@
 """The one training loop of spikeprune.
 
 It trains any model on any indexed dataset; data pruners choose each epoch's examples and loss
-weights, sparsifiers act around the optimizer step (see :mod:`spikeprune.train.hooks`). Under
+weights, sparsifiers act around the optimizer step (see :mod:`spikeprune.datapruning.base` and
+:mod:`spikeprune.sparsity.base`). Under
 ``torchrun`` every rank follows the same plan and visits a disjoint shard of it.
 """
 
@@ -22,16 +23,20 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from spikeprune.data import build_dataset
+from spikeprune.datapruning.base import DataPruner, EpochPlan, StepStats
 from spikeprune.errors import SpikepruneError
+from spikeprune.metrics import ProfileReport, profile
 from spikeprune.models import build_model
 from spikeprune.snn import set_surrogate_alpha
 from spikeprune.snn.surrogate import Surrogate
+from spikeprune.sparsity.base import Sparsifier
 from spikeprune.train.checkpoint import atomic_write_json, has_checkpoint, load_checkpoint, save_checkpoint
 from spikeprune.train.config import TrainConfig, make_config
 from spikeprune.train.distributed import DistInfo, all_gather_cat, all_reduce_sum, init_distributed, sync_buffers
-from spikeprune.train.hooks import DataPruner, EpochPlan, Sparsifier, StepStats
 
 LOG_NAME = "log.jsonl"
+PROFILE_NAME = "profile.json"
+PROFILE_SUMMARY_KEYS = ("density", "effective_synops", "acs", "macs", "dense_synops", "energy_pj", "mean_firing_rate")
 SUMMARY_NAME = "summary.json"
 CONFIG_NAME = "config.yaml"
 
@@ -120,6 +125,7 @@ class Trainer:
         self.model = model.to(self.device)
         self.data_pruner = data_pruner or DataPruner()
         self.sparsifier = sparsifier or Sparsifier()
+        self.data_pruner.attach(self.model)
         self.sparsifier.attach(self.model)
         self.optimizer = self._build_optimizer()
         self.net: nn.Module = self.model
@@ -264,13 +270,17 @@ class Trainer:
         }
 
     def _observe(self, idx: Tensor, y: Tensor, logits: Tensor, losses: Tensor) -> None:
-        if type(self.data_pruner).observe is DataPruner.observe:
+        if not self.data_pruner.observes:
             return  # nothing listens: skip the gather
+        extras = {
+            name: all_gather_cat(value.detach(), self.dist).cpu() for name, value in self.data_pruner.collect().items()
+        }
         stats = StepStats(
             indices=all_gather_cat(idx.to(self.device), self.dist).cpu(),
             targets=all_gather_cat(y, self.dist).cpu(),
             logits=all_gather_cat(logits.float(), self.dist).cpu(),
             losses=all_gather_cat(losses, self.dist).cpu(),
+            extras=extras,
         )
         self.data_pruner.observe(stats)
 
@@ -314,6 +324,12 @@ class Trainer:
             "test_top5": float(totals[2]) / count,
             "eval_seconds": time.perf_counter() - started,
         }
+
+    def profile(self, batches: int | None = None) -> ProfileReport:
+        """SynOps, spikes, energy and density of the model on the test set (see :mod:`spikeprune.metrics`)."""
+        return profile(
+            self.model, self.test_set, batches=batches, batch_size=self.config.batch_size * 2, device=self.device
+        )
 
     # ----------------------------------------------------------------------------- persistence
     def _states(self) -> dict[str, Any]:
@@ -440,9 +456,29 @@ class Trainer:
             "dataset": self.config.dataset,
             "model": self.config.model,
         }
+        if self.config.profile and self.dist.is_main:
+            report = self.profile(self.config.profile_batches)
+            summary.update(profile_summary(report))
+            if self.out_dir is not None:
+                report.save_json(self.out_dir / PROFILE_NAME)
         if self.out_dir is not None and self.dist.is_main:
             atomic_write_json(self.out_dir / SUMMARY_NAME, summary)
         return summary
+
+
+def profile_summary(report: ProfileReport) -> dict[str, float]:
+    """The per-sample profile totals that go into ``summary.json``."""
+    return {key: report.totals[key] for key in PROFILE_SUMMARY_KEYS}
+
+
+def record_profile(run_dir: str | Path, report: ProfileReport) -> None:
+    """Save a profile beside a run and add its totals to the run's ``summary.json``."""
+    run_dir = Path(run_dir)
+    report.save_json(run_dir / PROFILE_NAME)
+    path = run_dir / SUMMARY_NAME
+    summary = json.loads(path.read_text()) if path.is_file() else {}
+    summary.update(profile_summary(report))
+    atomic_write_json(path, summary)
 
 
 def load_trained(run_dir: str | Path, device: str = "auto") -> Trainer:

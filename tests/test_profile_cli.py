@@ -1,0 +1,87 @@
+"""`spikeprune profile` / `eval --profile` / quickstart on real run folders, dense and partly zeroed."""
+
+import json
+import subprocess
+import sys
+
+import torch
+
+from spikeprune.train import Trainer, make_config
+from spikeprune.train.checkpoint import load_checkpoint, save_checkpoint
+
+SMALL = dict(
+    dataset="digits", model="mlp", model_options={"hidden": [48]}, timesteps=2, epochs=1, batch_size=128, progress=False
+)
+
+
+def _cli(*args, cwd):
+    return subprocess.run(
+        [sys.executable, "-m", "spikeprune.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=300
+    )
+
+
+def _zero_half_of_hidden_weights(run):
+    epoch, states, meta = load_checkpoint(run)
+    weight = states["model"]["stem.1.weight"]
+    weight[: weight.shape[0] // 2] = 0.0
+    save_checkpoint(run, epoch, states, meta)
+    return weight
+
+
+def test_profile_dense_then_partly_zero(tmp_path):
+    run = tmp_path / "run"
+    Trainer(make_config(SMALL), run).fit()
+    dense = _cli(
+        "profile", "--checkpoint", str(run), "--json", str(tmp_path / "p.json"), "--device", "cpu", cwd=tmp_path
+    )
+    assert dense.returncode == 0, dense.stderr
+    assert "Synaptic layers" in dense.stdout and "compute only" in dense.stdout
+    dense_report = json.loads((tmp_path / "p.json").read_text())
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["density"] == 1.0
+    assert summary["effective_synops"] == dense_report["totals"]["effective_synops"] > 0
+    assert (run / "profile.json").is_file()
+
+    weight = _zero_half_of_hidden_weights(run)
+    sparse = _cli(
+        "profile", "--checkpoint", str(run), "--json", str(tmp_path / "q.json"), "--device", "cpu", cwd=tmp_path
+    )
+    assert sparse.returncode == 0, sparse.stderr
+    sparse_report = json.loads((tmp_path / "q.json").read_text())
+    layers = {layer["name"]: layer for layer in sparse_report["layers"]}
+    assert layers["stem.1"]["density"] == 0.5
+    expected_zeros = weight.numel() // 2
+    assert sparse_report["totals"]["params"] - sparse_report["totals"]["nonzero_params"] >= expected_zeros
+    assert sparse_report["totals"]["density"] < 1.0
+    # the zeroed half of the first layer's weights no longer produce operations
+    before = {layer["name"]: layer for layer in dense_report["layers"]}["stem.1"]
+    assert layers["stem.1"]["effective_synops"] < before["effective_synops"]
+    assert layers["stem.1"]["dense_synops"] == before["dense_synops"]
+
+
+def test_eval_with_profile(tmp_path):
+    run = tmp_path / "run"
+    Trainer(make_config(SMALL), run).fit()
+    result = _cli("eval", "--checkpoint", str(run), "--profile", "--device", "cpu", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    values = json.loads(result.stdout)
+    assert {"test_accuracy", "effective_synops", "energy_pj", "density"} <= set(values)
+
+
+def test_profile_in_training_summary(tmp_path):
+    trainer = Trainer(make_config({**SMALL, "profile": True, "profile_batches": 1}), tmp_path / "run")
+    summary = trainer.fit()
+    assert summary["density"] == 1.0 and summary["energy_pj"] > 0
+    saved = json.loads((tmp_path / "run" / "profile.json").read_text())
+    assert saved["totals"]["samples"] == 256
+    assert torch.isclose(torch.tensor(summary["energy_pj"]), torch.tensor(saved["totals"]["energy_pj"]))
+
+
+def test_quickstart_command(tmp_path):
+    result = _cli("quickstart", "--epochs", "1", "--out", str(tmp_path / "qs"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert lines[0].startswith("test accuracy") and str(tmp_path / "qs") in lines[0]
+    assert "effective SynOps" in lines[1]
+    summary = json.loads((tmp_path / "qs" / "summary.json").read_text())
+    assert summary["test_accuracy"] > 0.85 and summary["effective_synops"] > 0
