@@ -78,10 +78,12 @@ def test_profile_in_training_summary(tmp_path):
 
 
 def test_quickstart_command(tmp_path):
-    result = _cli("quickstart", "--epochs", "1", "--out", str(tmp_path / "qs"), cwd=tmp_path)
+    result = _cli("quickstart", "--epochs", "2", "--out", str(tmp_path / "qs"), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
-    assert lines[0].startswith("test accuracy") and str(tmp_path / "qs") in lines[0]
-    assert "effective SynOps" in lines[1]
-    summary = json.loads((tmp_path / "qs" / "summary.json").read_text())
-    assert summary["test_accuracy"] > 0.85 and summary["effective_synops"] > 0
+    assert lines[0] == "dense:" and lines[1].strip().startswith("test accuracy") and "effective SynOps" in lines[2]
+    assert lines[3].startswith("SADP") and "faster" in lines[-1]
+    dense = json.loads((tmp_path / "qs" / "dense" / "summary.json").read_text())
+    sadp = json.loads((tmp_path / "qs" / "sadp" / "summary.json").read_text())
+    assert dense["test_accuracy"] > 0.85 and dense["effective_synops"] > 0
+    assert sadp["data_pruning"] == "sadp" and sadp["examples_visited"] < dense["examples_visited"]

@@ -33,6 +33,10 @@ def train(
     seed: int | None = typer.Option(None),
     device: str | None = typer.Option(None, help="auto, cpu, cuda, cuda:N"),
     amp: bool | None = typer.Option(None, "--amp/--no-amp", help="bfloat16 autocast"),
+    data_pruning: str | None = typer.Option(None, "--data-pruning", help="none, sadp, random, loss, ucb or infobatch"),
+    prune_ratio: float | None = typer.Option(
+        None, "--prune-ratio", help="fraction of examples skipped per pruned epoch"
+    ),
     out: Path | None = typer.Option(None, "--out", help="run folder (default: runs/<dataset>-<model>-<time>)"),
     resume: bool = typer.Option(False, "--resume", help="continue the run in --out exactly where it stopped"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
@@ -53,6 +57,8 @@ def train(
         device=device,
         amp=amp,
         progress=progress,
+        data_pruning=data_pruning,
+        prune_ratio=prune_ratio,
     )
     cfg = load_config(config, overrides)
     if out is None:
@@ -138,27 +144,36 @@ def models() -> None:
 
 @app.command()
 def quickstart(
-    out: Path | None = typer.Option(None, "--out", help="run folder (default: runs/quickstart-<time>)"),
-    epochs: int = typer.Option(4, help="training epochs"),
+    out: Path | None = typer.Option(None, "--out", help="folder for the runs (default: runs/quickstart-<time>)"),
+    epochs: int = typer.Option(4, help="training epochs of each run"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
-    """Train the default SNN (scnn, T=4) on the embedded mnist5k digits and report the figures."""
-    from spikeprune.quickstart import run_quickstart
+    """Train the default SNN (scnn, T=4) on the embedded mnist5k digits, then again with SADP data pruning."""
+    from spikeprune.quickstart import SADP_RATIO, run_quickstart
 
     out = out or Path("runs") / f"quickstart-{time.strftime('%Y%m%d-%H%M%S')}"
-    summary = run_quickstart(out, epochs=epochs, progress=progress)
-    _print_summary(summary, out)
+    result = run_quickstart(out, epochs=epochs, progress=progress)
+    typer.echo("dense:")
+    _print_summary(result["dense"], out / "dense")
+    typer.echo(f"SADP data pruning (r={SADP_RATIO}):")
+    _print_summary(result["sadp"], out / "sadp")
+    typer.echo(
+        f"SADP visited {result['sadp']['examples_visited']} examples instead of {result['dense']['examples_visited']}; "
+        f"training took {result['sadp']['train_seconds']:.1f} s instead of {result['dense']['train_seconds']:.1f} s: "
+        f"{result['sadp_speedup']:.2f}x faster in this single timing (ideal {result['sadp_theoretical_speedup']:.2f}x "
+        f"with 1 warm-up and 1 annealing epoch of {epochs}; bench/data_pruning.py measures it properly)"
+    )
 
 
 def _print_summary(summary: dict, out: Path) -> None:
     seconds = summary["seconds_per_epoch"]
     typer.echo(
-        f"test accuracy {summary['test_accuracy']:.4f} (top-5 {summary['test_top5']:.4f}) after "
+        f"  test accuracy {summary['test_accuracy']:.4f} (top-5 {summary['test_top5']:.4f}) after "
         f"{summary['epochs']} epochs; {sum(seconds) / max(len(seconds), 1):.1f} s per epoch; run folder {out}"
     )
     if "effective_synops" in summary:
         typer.echo(
-            f"per sample: {summary['effective_synops']:.3g} effective SynOps ({summary['acs']:.3g} AC, "
+            f"  per sample: {summary['effective_synops']:.3g} effective SynOps ({summary['acs']:.3g} AC, "
             f"{summary['macs']:.3g} MAC), {summary['energy_pj'] / 1e6:.3g} uJ compute energy (45 nm FP32), "
             f"firing rate {summary['mean_firing_rate']:.3f}, weight density {summary['density']:.3f}"
         )

@@ -15,9 +15,12 @@ Importance sampling for data pruning needs three pieces:
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
+from spikeprune.datapruning.base import DataPruner, EpochPlan, PruningSchedule, StepStats
 from spikeprune.errors import SpikepruneError
 
 
@@ -89,3 +92,85 @@ def unbiased_weights(pi: Tensor, chosen: Tensor, num_examples: int) -> Tensor:
     """``w_i = k/(N·π_i)`` for the chosen examples (mean weight over the population is 1)."""
     k = chosen.numel()
     return (k / (num_examples * pi[chosen])).float()
+
+
+class ImportanceSampledPruner(DataPruner):
+    """Per-epoch importance sampling of exactly ``k`` examples from per-example scores.
+
+    Subclasses define :meth:`score` (from the forward statistics of a step). Scores of examples not
+    visited stay as they were (optionally smoothed by an EMA ``score_ema``); warm-up epochs visit all
+    data so every example gets a score, and annealing epochs at the end visit all data again.
+    """
+
+    def __init__(
+        self,
+        prune_ratio: float,
+        epochs: int,
+        *,
+        epsilon: float = 0.1,
+        warmup_epochs: int = 1,
+        anneal_fraction: float = 0.125,
+        score_ema: float = 0.0,
+        seed: int = 0,
+    ) -> None:
+        budget(1000, prune_ratio)  # validates the ratio
+        floor_probabilities(torch.ones(1), epsilon)  # validates epsilon
+        if not 0.0 <= score_ema < 1.0:
+            raise SpikepruneError(f"score_ema must be in [0, 1), got {score_ema}")
+        self.prune_ratio = float(prune_ratio)
+        self.schedule = PruningSchedule(epochs, warmup_epochs, anneal_fraction)
+        self.epsilon = float(epsilon)
+        self.score_ema = float(score_ema)
+        self.seed = int(seed)
+        self.scores: Tensor | None = None
+        self.seen: Tensor | None = None
+        self._last: dict[str, float] = {}
+
+    def score(self, stats: StepStats) -> Tensor:
+        raise NotImplementedError
+
+    def _ensure(self, num_examples: int) -> None:
+        if self.scores is None or self.scores.numel() != num_examples:
+            self.scores = torch.ones(num_examples, dtype=torch.float64)
+            self.seen = torch.zeros(num_examples, dtype=torch.bool)
+
+    def epoch_size(self, epoch: int, num_examples: int) -> int:
+        return num_examples if self.schedule.is_full(epoch) else budget(num_examples, self.prune_ratio)
+
+    def plan(self, epoch: int, num_examples: int) -> EpochPlan:
+        self._ensure(num_examples)
+        if self.schedule.is_full(epoch) or self.prune_ratio == 0.0:
+            self._last = {"full_epoch": 1.0}
+            return EpochPlan(torch.arange(num_examples))
+        k = budget(num_examples, self.prune_ratio)
+        scores = self.scores.clone()
+        if bool((~self.seen).any()):  # never scored: treat as average, reachable
+            scores[~self.seen] = scores[self.seen].mean() if bool(self.seen.any()) else 1.0
+        pi = inclusion_probabilities(floor_probabilities(scores, self.epsilon), k)
+        generator = torch.Generator().manual_seed(self.seed * 7_919 + epoch)
+        chosen = systematic_sample(pi, generator)
+        weights = unbiased_weights(pi, chosen, num_examples)
+        self._last = {"full_epoch": 0.0, "max_weight": float(weights.max()), "certain": float((pi >= 1).sum())}
+        return EpochPlan(chosen, weights)
+
+    def observe(self, stats: StepStats) -> None:
+        self._ensure(max(int(stats.indices.max()) + 1, 0 if self.scores is None else self.scores.numel()))
+        new = self.score(stats).double()
+        idx = stats.indices.long()
+        if self.score_ema > 0:
+            old = torch.where(self.seen[idx], self.scores[idx], new)
+            new = self.score_ema * old + (1.0 - self.score_ema) * new
+        self.scores[idx] = new
+        self.seen[idx] = True
+
+    def epoch_metrics(self) -> dict[str, float]:
+        return dict(self._last)
+
+    def state_dict(self) -> dict[str, Any]:
+        if self.scores is None:
+            return {}
+        return {"scores": self.scores, "seen": self.seen}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state:
+            self.scores, self.seen = state["scores"].double(), state["seen"].bool()

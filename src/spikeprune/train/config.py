@@ -41,6 +41,9 @@ class TrainConfig(BaseModel):
     num_workers: int = Field(0, ge=0)
     progress: bool = True
     tensorboard: bool | None = Field(None, description="None: write TensorBoard logs when installed")
+    data_pruning: Literal["none", "sadp", "random", "loss", "ucb", "infobatch"] = "none"
+    prune_ratio: float = Field(0.0, ge=0, lt=1, description="fraction of examples skipped in a pruned epoch")
+    data_pruning_options: dict[str, Any] = Field(default_factory=dict)
     profile: bool = Field(False, description="after training, count SynOps/energy/density on the test set")
     profile_batches: int | None = Field(None, ge=1, description="limit the profile to this many test batches")
 

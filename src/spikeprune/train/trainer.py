@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from spikeprune.data import build_dataset
-from spikeprune.datapruning.base import DataPruner, EpochPlan, StepStats
+from spikeprune.datapruning import DataPruner, EpochPlan, StepStats, build_data_pruner
 from spikeprune.errors import SpikepruneError
 from spikeprune.metrics import ProfileReport, profile
 from spikeprune.models import build_model
@@ -58,6 +58,12 @@ def lr_factor(step: int, total_steps: int, schedule: str) -> float:
     if schedule == "constant" or total_steps <= 1:
         return 1.0
     return 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
+
+
+def _batch_count(examples: int, batch_size: int) -> int:
+    """Batches per rank; a trailing batch of one example is merged into the previous one."""
+    count = math.ceil(examples / batch_size)
+    return count - 1 if count > 1 and examples % batch_size == 1 else count
 
 
 def parameter_digest(model: nn.Module) -> str:
@@ -123,7 +129,11 @@ class Trainer:
                 **config.model_kwargs(),
             )
         self.model = model.to(self.device)
-        self.data_pruner = data_pruner or DataPruner()
+        if data_pruner is None:
+            data_pruner = build_data_pruner(
+                config.data_pruning, config.prune_ratio, config.epochs, seed=config.seed, **config.data_pruning_options
+            )
+        self.data_pruner = data_pruner
         self.sparsifier = sparsifier or Sparsifier()
         self.data_pruner.attach(self.model)
         self.sparsifier.attach(self.model)
@@ -135,6 +145,7 @@ class Trainer:
             )
         self.epoch = 0
         self.step = 0
+        self.total_steps = sum(self.steps_in_epoch(e) for e in range(config.epochs))
         self.history: list[dict[str, Any]] = []
         self._alpha0 = self._initial_alpha()
 
@@ -164,14 +175,19 @@ class Trainer:
         return None
 
     # ----------------------------------------------------------------------------- schedule
-    def steps_in_epoch(self, epoch: int) -> int:
-        size = self.data_pruner.epoch_size(epoch, len(self.train_set))
-        per_rank = math.ceil(size / self.dist.world_size)
-        return math.ceil(per_rank / self.config.batch_size)
+    def steps_in_epoch(self, epoch: int, size: int | None = None) -> int:
+        if size is None:
+            size = self.data_pruner.epoch_size(epoch, len(self.train_set))
+        return _batch_count(math.ceil(size / self.dist.world_size), self.config.batch_size)
 
-    @property
-    def total_steps(self) -> int:
-        return sum(self.steps_in_epoch(e) for e in range(self.config.epochs))
+    def _plan_total_steps(self, epoch: int, plan_size: int) -> None:
+        """Steps of the whole run: those done, this epoch's, and the pruner's sizes for the rest.
+
+        Recomputed each epoch, so methods whose epoch sizes are random (InfoBatch) still end their
+        cosine schedule at the last step that really runs.
+        """
+        future = sum(self.steps_in_epoch(e) for e in range(epoch + 1, self.config.epochs))
+        self.total_steps = self.step + self.steps_in_epoch(epoch, plan_size) + future
 
     def _set_lr(self) -> None:
         factor = lr_factor(self.step, self.total_steps, self.config.schedule)
@@ -196,7 +212,11 @@ class Trainer:
             order = torch.cat([order, order[: per_rank * world - len(order)]])
         shard = order[self.dist.rank :: world].tolist()
         size = self.config.batch_size
-        return [shard[i : i + size] for i in range(0, len(shard), size)]
+        batches = [shard[i : i + size] for i in range(0, len(shard), size)]
+        if len(batches) > 1 and len(batches[-1]) == 1:  # BatchNorm cannot train on one example
+            batches[-2] += batches.pop()
+        assert len(batches) == _batch_count(len(shard), size)
+        return batches
 
     def _loader(self, dataset: Dataset, batches: list[list[int]]) -> DataLoader:
         return DataLoader(
@@ -219,6 +239,7 @@ class Trainer:
         self._anneal_surrogate(epoch)
         self.sparsifier.on_epoch_start(epoch, cfg.epochs)
         plan = self.data_pruner.plan(epoch, len(self.train_set))
+        self._plan_total_steps(epoch, len(plan.indices))
         weight_of = None
         if plan.weights is not None:
             weight_of = torch.zeros(len(self.train_set))
@@ -267,7 +288,23 @@ class Trainer:
             "steps": len(batches),
             "train_seconds": seconds,
             "lr": self.optimizer.param_groups[0]["lr"],
+            "plan_sha256": self._plan_digests(plan),
+            **self.data_pruner.epoch_metrics(),
         }
+
+    def _plan_digests(self, plan: EpochPlan) -> list[str]:
+        """One digest of (indices, weights) per rank: equal digests mean every rank drew the same plan."""
+        digest = hashlib.sha256(plan.indices.long().numpy().tobytes())
+        if plan.weights is not None:
+            digest.update(plan.weights.float().numpy().tobytes())
+        digests = [digest.hexdigest()[:16]]
+        if self.dist.enabled:
+            import torch.distributed as dist
+
+            gathered: list[Any] = [None] * self.dist.world_size
+            dist.all_gather_object(gathered, digests[0])
+            digests = gathered
+        return digests
 
     def _observe(self, idx: Tensor, y: Tensor, logits: Tensor, losses: Tensor) -> None:
         if not self.data_pruner.observes:
@@ -451,6 +488,8 @@ class Trainer:
             "train_seconds": sum(r["train_seconds"] for r in self.history),
             "seconds_per_epoch": [r["train_seconds"] for r in self.history],
             "examples_visited": sum(r["examples_visited"] for r in self.history),
+            "data_pruning": self.config.data_pruning,
+            "prune_ratio": self.config.prune_ratio,
             "world_size": self.dist.world_size,
             "parameter_sha256": digests,
             "dataset": self.config.dataset,
