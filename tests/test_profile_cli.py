@@ -78,7 +78,7 @@ def test_profile_in_training_summary(tmp_path):
 
 
 def test_quickstart_command(tmp_path):
-    result = _cli("quickstart", "--epochs", "2", "--out", str(tmp_path / "qs"), cwd=tmp_path)
+    result = _cli("quickstart", "--epochs", "3", "--out", str(tmp_path / "qs"), cwd=tmp_path)  # 1 pruned epoch
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
     assert lines[0] == "dense:" and lines[1].strip().startswith("test accuracy") and "effective SynOps" in lines[2]
