@@ -1,6 +1,14 @@
 """Data pruning: which examples each epoch visits, and with what loss weight (SADP and baselines)."""
 
-from spikeprune.datapruning.base import DataPruner, EpochPlan, PruningSchedule, StepStats, WithIndex
+from spikeprune.datapruning.base import (
+    DataPruner,
+    EpochPlan,
+    PruningSchedule,
+    ScheduledPruner,
+    StepStats,
+    WithIndex,
+    budget,
+)
 from spikeprune.datapruning.baselines import UCB, InfoBatch, LossImportance, UniformRandom
 from spikeprune.datapruning.probe import SpikeProbe, delta_norm, spike_aware_score
 from spikeprune.datapruning.registry import METHODS, build_data_pruner
@@ -15,10 +23,12 @@ __all__ = [
     "InfoBatch",
     "LossImportance",
     "PruningSchedule",
+    "ScheduledPruner",
     "SpikeProbe",
     "StepStats",
     "UniformRandom",
     "WithIndex",
+    "budget",
     "build_data_pruner",
     "delta_norm",
     "spike_aware_score",

@@ -40,6 +40,13 @@ class StepStats:
     extras: dict[str, Tensor] = field(default_factory=dict)
 
 
+def budget(num_examples: int, prune_ratio: float) -> int:
+    """Examples kept per pruned epoch, ``round((1 − r)·N)``, at least 1."""
+    if not 0.0 <= prune_ratio < 1.0:
+        raise SpikepruneError(f"prune ratio must be in [0, 1), got {prune_ratio}")
+    return max(1, min(num_examples, round((1.0 - prune_ratio) * num_examples)))
+
+
 @dataclass(frozen=True)
 class PruningSchedule:
     """Which epochs see all data: ``warmup_epochs`` at the start (to score everyone) and the last
@@ -177,3 +184,22 @@ class DataPruner:
         if self._weight_of is None:
             return losses.mean()
         return (losses * self._weight_of[indices].to(losses.device)).mean()
+
+
+class ScheduledPruner(DataPruner):
+    """Base of the pruning methods: ``k = round((1 − r)·N)`` examples in every epoch that the
+    schedule does not mark full, and a generator per epoch seeded by ``(seed, epoch)``."""
+
+    def __init__(
+        self, prune_ratio: float, epochs: int, *, warmup_epochs: int = 1, anneal_fraction: float = 0.125, seed: int = 0
+    ) -> None:
+        budget(1, prune_ratio)  # validates the ratio
+        self.prune_ratio = float(prune_ratio)
+        self.schedule = PruningSchedule(epochs, warmup_epochs, anneal_fraction)
+        self.seed = int(seed)
+
+    def epoch_size(self, epoch: int, num_examples: int) -> int:
+        return num_examples if self.schedule.is_full(epoch) else budget(num_examples, self.prune_ratio)
+
+    def generator(self, epoch: int) -> torch.Generator:
+        return torch.Generator().manual_seed(self.seed * 7_919 + epoch)

@@ -21,9 +21,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from spikeprune.datapruning.base import DataPruner, EpochPlan, PruningSchedule, StepStats
+from spikeprune.datapruning.base import EpochPlan, ScheduledPruner, StepStats, budget
 from spikeprune.datapruning.probe import delta_norm
-from spikeprune.datapruning.sampling import ImportanceSampledPruner, budget
+from spikeprune.datapruning.sampling import ImportanceSampledPruner
 from spikeprune.errors import SpikepruneError
 
 
@@ -34,28 +34,17 @@ class LossImportance(ImportanceSampledPruner):
         return delta_norm(stats.logits, stats.targets)
 
 
-class UniformRandom(DataPruner):
+class UniformRandom(ScheduledPruner):
     """A uniformly random ``k``-subset per pruned epoch."""
-
-    def __init__(
-        self, prune_ratio: float, epochs: int, *, warmup_epochs: int = 1, anneal_fraction: float = 0.125, seed: int = 0
-    ) -> None:
-        budget(1000, prune_ratio)
-        self.prune_ratio = float(prune_ratio)
-        self.schedule = PruningSchedule(epochs, warmup_epochs, anneal_fraction)
-        self.seed = int(seed)
-
-    def epoch_size(self, epoch: int, num_examples: int) -> int:
-        return num_examples if self.schedule.is_full(epoch) else budget(num_examples, self.prune_ratio)
 
     def plan(self, epoch: int, num_examples: int) -> EpochPlan:
         if self.schedule.is_full(epoch):
             return EpochPlan(torch.arange(num_examples))
-        generator = torch.Generator().manual_seed(self.seed * 7_919 + epoch)
-        return EpochPlan(torch.randperm(num_examples, generator=generator)[: budget(num_examples, self.prune_ratio)])
+        order = torch.randperm(num_examples, generator=self.generator(epoch))
+        return EpochPlan(order[: budget(num_examples, self.prune_ratio)])
 
 
-class UCB(DataPruner):
+class UCB(ScheduledPruner):
     """Top-``k`` by ``mean + c·std`` of each example's loss (moving estimates with decay ``ema``)."""
 
     def __init__(
@@ -69,12 +58,10 @@ class UCB(DataPruner):
         anneal_fraction: float = 0.125,
         seed: int = 0,
     ) -> None:
-        budget(1000, prune_ratio)
+        super().__init__(prune_ratio, epochs, warmup_epochs=warmup_epochs, anneal_fraction=anneal_fraction, seed=seed)
         if not 0.0 <= ema < 1.0 or c < 0:
             raise SpikepruneError(f"UCB needs ema in [0, 1) and c >= 0, got ema={ema}, c={c}")
-        self.prune_ratio, self.c, self.ema = float(prune_ratio), float(c), float(ema)
-        self.schedule = PruningSchedule(epochs, warmup_epochs, anneal_fraction)
-        self.seed = int(seed)
+        self.c, self.ema = float(c), float(ema)
         self.mean: Tensor | None = None
         self.var: Tensor | None = None
         self.seen: Tensor | None = None
@@ -84,17 +71,14 @@ class UCB(DataPruner):
             self.mean, self.var = torch.zeros(n, dtype=torch.float64), torch.zeros(n, dtype=torch.float64)
             self.seen = torch.zeros(n, dtype=torch.bool)
 
-    def epoch_size(self, epoch: int, num_examples: int) -> int:
-        return num_examples if self.schedule.is_full(epoch) else budget(num_examples, self.prune_ratio)
-
     def plan(self, epoch: int, num_examples: int) -> EpochPlan:
         self._ensure(num_examples)
         if self.schedule.is_full(epoch):
             return EpochPlan(torch.arange(num_examples))
         bound = self.mean + self.c * self.var.sqrt()
         bound[~self.seen] = math.inf  # never seen: explore first
-        generator = torch.Generator().manual_seed(self.seed * 7_919 + epoch)
-        bound = bound + 1e-9 * torch.rand(num_examples, generator=generator, dtype=torch.float64)  # random ties
+        ties = torch.rand(num_examples, generator=self.generator(epoch), dtype=torch.float64)
+        bound = bound + 1e-9 * ties  # break ties at random
         return EpochPlan(torch.topk(bound, budget(num_examples, self.prune_ratio)).indices)
 
     def observe(self, stats: StepStats) -> None:
@@ -114,7 +98,7 @@ class UCB(DataPruner):
             self.mean, self.var, self.seen = state["mean"].double(), state["var"].double(), state["seen"].bool()
 
 
-class InfoBatch(DataPruner):
+class InfoBatch(ScheduledPruner):
     """InfoBatch: drop below-mean-loss examples with probability ``r``, rescale the survivors."""
 
     def __init__(
@@ -126,11 +110,8 @@ class InfoBatch(DataPruner):
         initial_score: float = 3.0,
         seed: int = 0,
     ) -> None:
-        budget(1000, prune_ratio)
-        self.prune_ratio = float(prune_ratio)
-        self.schedule = PruningSchedule(epochs, 0, anneal_fraction)
+        super().__init__(prune_ratio, epochs, warmup_epochs=0, anneal_fraction=anneal_fraction, seed=seed)
         self.initial_score = float(initial_score)
-        self.seed = int(seed)
         self.scores: Tensor | None = None
 
     def _ensure(self, n: int) -> None:
@@ -149,9 +130,9 @@ class InfoBatch(DataPruner):
         self._ensure(num_examples)
         if self.schedule.is_full(epoch):
             return EpochPlan(torch.arange(num_examples))
-        generator = torch.Generator().manual_seed(self.seed * 7_919 + epoch)
         well_learned = self.scores < self.scores.mean()
-        dropped = well_learned & (torch.rand(num_examples, generator=generator, dtype=torch.float64) < self.prune_ratio)
+        draws = torch.rand(num_examples, generator=self.generator(epoch), dtype=torch.float64)
+        dropped = well_learned & (draws < self.prune_ratio)
         kept = torch.nonzero(~dropped).squeeze(1)
         weights = torch.where(well_learned[kept], 1.0 / (1.0 - self.prune_ratio), 1.0).float()
         return EpochPlan(kept, weights)

@@ -20,15 +20,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from spikeprune.datapruning.base import DataPruner, EpochPlan, PruningSchedule, StepStats
+from spikeprune.datapruning.base import EpochPlan, ScheduledPruner, StepStats, budget
 from spikeprune.errors import SpikepruneError
-
-
-def budget(num_examples: int, prune_ratio: float) -> int:
-    """Examples kept per epoch, ``round((1 − r)·N)``, at least 1."""
-    if not 0.0 <= prune_ratio < 1.0:
-        raise SpikepruneError(f"prune ratio must be in [0, 1), got {prune_ratio}")
-    return max(1, min(num_examples, round((1.0 - prune_ratio) * num_examples)))
 
 
 def floor_probabilities(scores: Tensor, epsilon: float) -> Tensor:
@@ -94,7 +87,7 @@ def unbiased_weights(pi: Tensor, chosen: Tensor, num_examples: int) -> Tensor:
     return (k / (num_examples * pi[chosen])).float()
 
 
-class ImportanceSampledPruner(DataPruner):
+class ImportanceSampledPruner(ScheduledPruner):
     """Per-epoch importance sampling of exactly ``k`` examples from per-example scores.
 
     Subclasses define :meth:`score` (from the forward statistics of a step). Scores of examples not
@@ -113,15 +106,12 @@ class ImportanceSampledPruner(DataPruner):
         score_ema: float = 0.0,
         seed: int = 0,
     ) -> None:
-        budget(1000, prune_ratio)  # validates the ratio
+        super().__init__(prune_ratio, epochs, warmup_epochs=warmup_epochs, anneal_fraction=anneal_fraction, seed=seed)
         floor_probabilities(torch.ones(1), epsilon)  # validates epsilon
         if not 0.0 <= score_ema < 1.0:
             raise SpikepruneError(f"score_ema must be in [0, 1), got {score_ema}")
-        self.prune_ratio = float(prune_ratio)
-        self.schedule = PruningSchedule(epochs, warmup_epochs, anneal_fraction)
         self.epsilon = float(epsilon)
         self.score_ema = float(score_ema)
-        self.seed = int(seed)
         self.scores: Tensor | None = None
         self.seen: Tensor | None = None
         self._last: dict[str, float] = {}
@@ -134,9 +124,6 @@ class ImportanceSampledPruner(DataPruner):
             self.scores = torch.ones(num_examples, dtype=torch.float64)
             self.seen = torch.zeros(num_examples, dtype=torch.bool)
 
-    def epoch_size(self, epoch: int, num_examples: int) -> int:
-        return num_examples if self.schedule.is_full(epoch) else budget(num_examples, self.prune_ratio)
-
     def plan(self, epoch: int, num_examples: int) -> EpochPlan:
         self._ensure(num_examples)
         if self.schedule.is_full(epoch) or self.prune_ratio == 0.0:
@@ -147,8 +134,7 @@ class ImportanceSampledPruner(DataPruner):
         if bool((~self.seen).any()):  # never scored: treat as average, reachable
             scores[~self.seen] = scores[self.seen].mean() if bool(self.seen.any()) else 1.0
         pi = inclusion_probabilities(floor_probabilities(scores, self.epsilon), k)
-        generator = torch.Generator().manual_seed(self.seed * 7_919 + epoch)
-        chosen = systematic_sample(pi, generator)
+        chosen = systematic_sample(pi, self.generator(epoch))
         weights = unbiased_weights(pi, chosen, num_examples)
         self._last = {"full_epoch": 0.0, "max_weight": float(weights.max()), "certain": float((pi >= 1).sum())}
         return EpochPlan(chosen, weights)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from spikeprune.errors import SpikepruneError
+from spikeprune.io import atomic_write_json
 from spikeprune.metrics.density import DensityReport, density_report
 from spikeprune.metrics.energy import COMPUTE_ONLY_NOTE, FP32_45NM, EnergyModel
 from spikeprune.metrics.recorder import ActivityRecorder, record_activity
@@ -81,17 +81,7 @@ class ProfileReport:
         path = Path(path)
         if not path.parent.is_dir():
             raise SpikepruneError(f"cannot save profile to {path}: folder {path.parent} does not exist; create it")
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(self.to_dict(), handle, indent=2)
-                handle.write("\n")
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_json(path, self.to_dict())
         return path
 
     def table(self) -> str:

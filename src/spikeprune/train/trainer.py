@@ -25,12 +25,13 @@ from torch.utils.data import DataLoader, Dataset
 from spikeprune.data import build_dataset
 from spikeprune.datapruning import DataPruner, EpochPlan, StepStats, build_data_pruner
 from spikeprune.errors import SpikepruneError
+from spikeprune.io import atomic_write_json
 from spikeprune.metrics import ProfileReport, profile
 from spikeprune.models import build_model
 from spikeprune.snn import set_surrogate_alpha
 from spikeprune.snn.surrogate import Surrogate
 from spikeprune.sparsity.base import Sparsifier
-from spikeprune.train.checkpoint import atomic_write_json, has_checkpoint, load_checkpoint, save_checkpoint
+from spikeprune.train.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 from spikeprune.train.config import TrainConfig, make_config
 from spikeprune.train.distributed import DistInfo, all_gather_cat, all_reduce_sum, init_distributed, sync_buffers
 
