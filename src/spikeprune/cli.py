@@ -120,6 +120,44 @@ def profile(
 
 
 @app.command()
+def prune(
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="trained run folder to prune"),
+    method: str = typer.Option(..., help="slamp, lamp, global, uniform, uniform-plus or erk"),
+    sparsity: float = typer.Option(..., help="fraction of the pruned layers' weights set to zero, in [0, 1)"),
+    finetune_epochs: int = typer.Option(0, "--finetune-epochs", help="retraining epochs with the masks fixed"),
+    rounds: int = typer.Option(1, help="iterative pruning: prune-retrain rounds (retraining epochs are split)"),
+    exclude_first: bool = typer.Option(False, "--exclude-first", help="keep the first layer dense"),
+    exclude_last: bool = typer.Option(False, "--exclude-last", help="keep the last layer dense"),
+    calibration: int = typer.Option(8, help="training batches for SLAMP's temporal factors and BN recalibration"),
+    slamp_p: float = typer.Option(2.0, "--slamp-p", help="SLAMP exponent p of the temporal factor (0 = LAMP)"),
+    recalibrate_bn: bool = typer.Option(True, "--recalibrate-bn/--no-recalibrate-bn"),
+    out: Path | None = typer.Option(None, "--out", help="new run folder (default: <checkpoint>-<method>-<sparsity>)"),
+    device: str = typer.Option("auto"),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Prune a trained run (unstructured), retrain with fixed masks, and write a new run with its profile."""
+    from spikeprune.sparsity.pipeline import prune_run
+
+    out = out or Path(f"{str(checkpoint).rstrip('/')}-{method}-{sparsity:g}")
+    summary = prune_run(
+        checkpoint, out, method=method.lower(), sparsity=sparsity, finetune_epochs=finetune_epochs, rounds=rounds,
+        exclude_first=exclude_first, exclude_last=exclude_last, calibration=calibration, slamp_power=slamp_p,
+        recalibrate_bn=recalibrate_bn, device=device, progress=progress,
+    )  # fmt: skip
+    stages = summary["pruning"]["stages"]
+    before = stages["before"]
+    for label, key in [("dense", "before"), ("after pruning", "after_prune"), ("after retraining", "after_retrain")]:
+        stage = stages[key]
+        typer.echo(
+            f"{label:>16}: accuracy {stage['accuracy']:.4f}, density {stage['density']:.4f}, "
+            f"effective SynOps {stage['effective_synops'] / before['effective_synops']:.3f}x dense, "
+            f"energy {stage['energy_pj'] / before['energy_pj']:.3f}x dense, "
+            f"mean firing rate {stage['mean_firing_rate']:.3f}"
+        )
+    typer.echo(f"pruned run folder {out}")
+
+
+@app.command()
 def datasets() -> None:
     """List the data sets, their sizes and where they come from."""
     from spikeprune.data import list_datasets
@@ -148,8 +186,8 @@ def quickstart(
     epochs: int = typer.Option(4, help="training epochs of each run"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
-    """Train the default SNN (scnn, T=4) on the embedded mnist5k digits, then again with SADP data pruning."""
-    from spikeprune.quickstart import SADP_RATIO, run_quickstart
+    """Train the default SNN (scnn, T=4) on the embedded mnist5k digits, again with SADP, then prune it with SLAMP."""
+    from spikeprune.quickstart import SADP_RATIO, SLAMP_FINETUNE_EPOCHS, SLAMP_SPARSITY, run_quickstart
 
     out = out or Path("runs") / f"quickstart-{time.strftime('%Y%m%d-%H%M%S')}"
     result = run_quickstart(out, epochs=epochs, progress=progress)
@@ -162,6 +200,16 @@ def quickstart(
         f"training took {result['sadp']['train_seconds']:.1f} s instead of {result['dense']['train_seconds']:.1f} s: "
         f"{result['sadp_speedup']:.2f}x faster in this single timing (ideal {result['sadp_theoretical_speedup']:.2f}x "
         f"with 1 warm-up and 1 annealing epoch of {epochs}; bench/data_pruning.py measures it properly)"
+    )
+    slamp = result["slamp"]
+    stages = slamp["pruning"]["stages"]
+    typer.echo(f"SLAMP pruning to {SLAMP_SPARSITY:.0%} sparsity, {SLAMP_FINETUNE_EPOCHS} retraining epoch:")
+    _print_summary(slamp, out / "slamp")
+    typer.echo(
+        f"  accuracy {stages['before']['accuracy']:.4f} dense -> {stages['after_prune']['accuracy']:.4f} pruned -> "
+        f"{stages['after_retrain']['accuracy']:.4f} retrained; effective SynOps "
+        f"{stages['after_retrain']['effective_synops'] / stages['before']['effective_synops']:.2f}x and energy "
+        f"{stages['after_retrain']['energy_pj'] / stages['before']['energy_pj']:.2f}x of dense"
     )
 
 

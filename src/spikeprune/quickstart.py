@@ -1,7 +1,8 @@
-"""The main job on the embedded digits: a dense spiking CNN, then the same training with SADP.
+"""The main job on the embedded digits: a dense spiking CNN, the same training with SADP data pruning,
+and the dense model pruned to 90% sparsity with SLAMP and retrained for one epoch.
 
-Each step is a normal run folder under ``out`` (``dense/``, ``sadp/``), so every figure printed can
-be checked with ``spikeprune eval`` / ``spikeprune profile``.
+Each step is a normal run folder under ``out`` (``dense/``, ``sadp/``, ``slamp/``), so every figure
+printed can be checked with ``spikeprune eval`` / ``spikeprune profile``.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from spikeprune.datapruning import PruningSchedule
+from spikeprune.sparsity.pipeline import prune_run
 from spikeprune.train import Trainer, make_config
 
 QUICKSTART = dict(
@@ -23,19 +25,30 @@ QUICKSTART = dict(
     profile=True,
 )
 SADP_RATIO = 0.5
+SLAMP_SPARSITY = 0.9
+SLAMP_FINETUNE_EPOCHS = 1
 
 
 def run_quickstart(out: str | Path, epochs: int = 4, progress: bool = True, seed: int = 0) -> dict[str, Any]:
-    """Train ``scnn`` (T=4) on ``mnist5k`` with full data and with SADP (r=0.5); return both summaries."""
+    """Dense ``scnn`` (T=4) on ``mnist5k``, SADP (r=0.5), and SLAMP at 90% sparsity; return the summaries."""
     out = Path(out)
     base = {**QUICKSTART, "epochs": epochs, "progress": progress, "seed": seed}
     dense = Trainer(make_config(base, "quickstart settings"), out / "dense").fit()
     sadp_config = make_config({**base, "data_pruning": "sadp", "prune_ratio": SADP_RATIO}, "quickstart settings")
     sadp = Trainer(sadp_config, out / "sadp").fit()
+    slamp = prune_run(
+        out / "dense",
+        out / "slamp",
+        method="slamp",
+        sparsity=SLAMP_SPARSITY,
+        finetune_epochs=SLAMP_FINETUNE_EPOCHS,
+        progress=progress,
+    )
     schedule = PruningSchedule(epochs)
     return {
         "dense": dense,
         "sadp": sadp,
+        "slamp": slamp,
         "sadp_speedup": dense["train_seconds"] / sadp["train_seconds"],
         "sadp_theoretical_speedup": schedule.theoretical_speedup(SADP_RATIO),
     }

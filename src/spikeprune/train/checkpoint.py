@@ -130,3 +130,34 @@ def load_checkpoint(run_dir: Path) -> tuple[int, dict[str, Any], dict[str, Any]]
         ) from None
     states = {name: join_state(value, tensors) for name, value in record["layout"].items()}
     return int(record["epoch"]), states, record["meta"]
+
+
+def save_tensor_groups(path: Path, groups: dict[str, dict[str, torch.Tensor]]) -> None:
+    """Save named groups of tensors (e.g. ``model`` and ``mask``) to one safetensors file, atomically."""
+    path = Path(path)
+    flat = {
+        f"{group}/{key}": t.detach().cpu().contiguous().clone() for group, ts in groups.items() for key, t in ts.items()
+    }
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(flat, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_tensor_groups(path: Path) -> dict[str, dict[str, torch.Tensor]]:
+    path = Path(path)
+    if not path.is_file():
+        raise SpikepruneError(f"initial weights {path} are missing; restore the file or redo the pruning step")
+    try:
+        flat = load_file(path)
+    except (SafetensorError, OSError) as error:
+        raise SpikepruneError(f"initial weights {path} cannot be read ({error}); redo the pruning step") from None
+    groups: dict[str, dict[str, torch.Tensor]] = {}
+    for key, tensor in flat.items():
+        group, _, name = key.partition("/")
+        groups.setdefault(group, {})[name] = tensor
+    return groups

@@ -27,7 +27,7 @@ class TrainConfig(BaseModel):
     surrogate_alpha: float | None = Field(None, gt=0)
     surrogate_alpha_end: float | None = Field(None, gt=0, description="anneal sharpness to this value")
     learnable_alpha: bool = False
-    epochs: int = Field(5, ge=1)
+    epochs: int = Field(5, ge=0)
     batch_size: int = Field(64, ge=1)
     optimizer: Literal["sgd", "adamw"] = "adamw"
     lr: float = Field(1e-3, gt=0)
@@ -44,6 +44,8 @@ class TrainConfig(BaseModel):
     data_pruning: Literal["none", "sadp", "random", "loss", "ucb", "infobatch"] = "none"
     prune_ratio: float = Field(0.0, ge=0, lt=1, description="fraction of examples skipped in a pruned epoch")
     data_pruning_options: dict[str, Any] = Field(default_factory=dict)
+    sparsity: Literal["none", "fixed"] = Field("none", description="fixed: train with the masks of init_from")
+    init_from: str | None = Field(None, description="safetensors file of starting weights (and masks), beside the run")
     profile: bool = Field(False, description="after training, count SynOps/energy/density on the test set")
     profile_batches: int | None = Field(None, ge=1, description="limit the profile to this many test batches")
 

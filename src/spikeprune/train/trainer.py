@@ -31,7 +31,8 @@ from spikeprune.models import build_model
 from spikeprune.snn import set_surrogate_alpha
 from spikeprune.snn.surrogate import Surrogate
 from spikeprune.sparsity.base import Sparsifier
-from spikeprune.train.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
+from spikeprune.sparsity.masks import FixedMasks
+from spikeprune.train.checkpoint import has_checkpoint, load_checkpoint, load_tensor_groups, save_checkpoint
 from spikeprune.train.config import TrainConfig, make_config
 from spikeprune.train.distributed import DistInfo, all_gather_cat, all_reduce_sum, init_distributed, sync_buffers
 
@@ -105,9 +106,11 @@ class Trainer:
         test_set: Dataset | None = None,
         data_pruner: DataPruner | None = None,
         sparsifier: Sparsifier | None = None,
+        base_dir: str | Path | None = None,
     ) -> None:
         self.config = config
         self.out_dir = Path(out_dir) if out_dir is not None else None
+        base_dir = Path(base_dir) if base_dir is not None else self.out_dir
         self.device = resolve_device(config.device)
         self.dist: DistInfo = init_distributed(self.device)
         if self.dist.enabled and self.device.type == "cuda":
@@ -129,6 +132,19 @@ class Trainer:
                 num_classes=info.num_classes if info else 10,
                 **config.model_kwargs(),
             )
+        masks: dict[str, Tensor] = {}
+        if config.init_from is not None:
+            path = Path(config.init_from)
+            path = path if path.is_absolute() or base_dir is None else base_dir / path
+            initial = load_tensor_groups(path)
+            model.load_state_dict(initial["model"])
+            masks = initial.get("mask", {})
+        if sparsifier is None and config.sparsity == "fixed":
+            if not masks:
+                raise SpikepruneError(
+                    "sparsity='fixed' needs init_from: a file with the masks (written by 'spikeprune prune')"
+                )
+            sparsifier = FixedMasks(masks)
         self.model = model.to(self.device)
         if data_pruner is None:
             data_pruner = build_data_pruner(
@@ -467,6 +483,8 @@ class Trainer:
                     for key, value in record.items():
                         if key != "epoch":
                             writer.add_scalar(key, value, record["epoch"])
+            if not self.history:  # epochs=0 (e.g. pruning without retraining): still leave a checkpoint
+                self.save()
         finally:
             if writer is not None:
                 writer.close()
@@ -526,6 +544,6 @@ def load_trained(run_dir: str | Path, device: str = "auto") -> Trainer:
     run_dir = Path(run_dir)
     config = read_run_config(run_dir)
     config = config.model_copy(update={"device": device, "progress": False})
-    trainer = Trainer(config, None)
+    trainer = Trainer(config, None, base_dir=run_dir)
     trainer.restore(run_dir)
     return trainer

@@ -1,0 +1,189 @@
+"""Prune a trained run and retrain it: the Python API behind ``spikeprune prune``.
+
+Steps:
+
+1. Load the run.
+2. Measure it: accuracy and per-layer firing rates.
+3. Compute masks with the chosen criterion. SLAMP first calibrates its temporal factors on a few
+   training batches.
+4. Optionally recalibrate the BatchNorm statistics.
+5. Measure again.
+6. Retrain with the masks fixed through the one Trainer, into a new run folder that can be resumed,
+   evaluated and profiled like any other.
+
+Iterative pruning repeats steps 3–5 over ``rounds`` rounds, with sparsity ``1 − (1 − s)^{i/rounds}``
+after round ``i``; the rounds before the last retrain in memory.
+
+Import this module directly (``from spikeprune.sparsity.pipeline import prune_run``): it depends on
+the trainer, which depends on :mod:`spikeprune.sparsity`.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from spikeprune.errors import SpikepruneError
+from spikeprune.io import atomic_write_json
+from spikeprune.metrics import ProfileReport, profile
+from spikeprune.sparsity.masks import FixedMasks, attach_masks, effective_weight, finalize, prunable_layers
+from spikeprune.sparsity.slamp import slamp, temporal_factors
+from spikeprune.sparsity.unstructured import CRITERIA
+from spikeprune.train.checkpoint import save_tensor_groups
+from spikeprune.train.trainer import Trainer, load_trained, profile_summary
+
+UNSTRUCTURED_METHODS = ("slamp", *CRITERIA)
+INIT_NAME = "init.safetensors"
+
+
+def calibration_batches(trainer: Trainer, count: int) -> list[torch.Tensor]:
+    """The first ``count`` training batches (unaugmented order, fixed), as model inputs."""
+    loader = DataLoader(trainer.train_set, batch_size=trainer.config.batch_size, shuffle=False)
+    return [x.to(trainer.device) for x, _, _ in itertools.islice(loader, count)]
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, batches: list[torch.Tensor]) -> None:
+    """Re-estimate BatchNorm running statistics of the pruned model (cumulative average over batches)."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not norms:
+        return
+    saved = [(m, m.momentum) for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    was_training = model.training
+    model.train()
+    try:
+        for x in batches:
+            model(x)
+    finally:
+        for m, momentum in saved:
+            m.momentum = momentum
+        model.train(was_training)
+
+
+def compute_masks(
+    model: nn.Module,
+    layers: list[tuple[str, nn.Module]],
+    method: str,
+    sparsity: float,
+    *,
+    batches: list[torch.Tensor] | None = None,
+    slamp_power: float = 2.0,
+) -> tuple[dict[str, torch.Tensor], dict[str, float] | None]:
+    """Masks for ``layers`` at ``sparsity`` (and SLAMP's temporal factors, when used)."""
+    weights = {name: effective_weight(module) for name, module in layers}
+    if method == "slamp":
+        if not batches:
+            raise SpikepruneError("SLAMP needs calibration batches to measure its temporal factors")
+        factors = temporal_factors(model, batches, layers)
+        return slamp(weights, sparsity, factors, slamp_power), factors
+    try:
+        criterion = CRITERIA[method]
+    except KeyError:
+        raise SpikepruneError(
+            f"unknown pruning method {method!r}; choose one of {', '.join(UNSTRUCTURED_METHODS)}"
+        ) from None
+    return criterion(weights, sparsity), None
+
+
+def _stage(report: ProfileReport) -> dict[str, Any]:
+    return {
+        "accuracy": report.totals.get("accuracy"),
+        "firing_rates": {n.name: n.firing_rate for n in report.neurons},
+        **profile_summary(report),
+    }
+
+
+def prune_run(
+    checkpoint: str | Path,
+    out: str | Path,
+    *,
+    method: str,
+    sparsity: float,
+    finetune_epochs: int = 0,
+    rounds: int = 1,
+    exclude_first: bool = False,
+    exclude_last: bool = False,
+    calibration: int = 8,
+    slamp_power: float = 2.0,
+    recalibrate_bn: bool = True,
+    profile_batches: int | None = None,
+    device: str = "auto",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Prune the run in ``checkpoint`` to ``sparsity`` with ``method``, retrain, write a run to ``out``."""
+    if rounds < 1 or finetune_epochs < 0 or calibration < 1:
+        raise SpikepruneError("rounds and calibration batches must be >= 1 and finetune epochs >= 0")
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise SpikepruneError(f"{out} is not empty; choose a new --out for the pruned run")
+    source = load_trained(checkpoint, device=device)
+    model = finalize(source.model)
+    layers = prunable_layers(model, exclude_first=exclude_first, exclude_last=exclude_last)
+    batches = calibration_batches(source, calibration)
+
+    def measure() -> ProfileReport:
+        return profile(
+            model,
+            source.test_set,
+            batches=profile_batches,
+            batch_size=source.config.batch_size * 2,
+            device=source.device,
+        )
+
+    stages = {"before": _stage(measure())}
+    per_round = [finetune_epochs // rounds + (1 if i < finetune_epochs % rounds else 0) for i in range(rounds)]
+    factors = None
+    for index in range(rounds):
+        target = 1.0 - (1.0 - sparsity) ** ((index + 1) / rounds)
+        masks, factors = compute_masks(model, layers, method, target, batches=batches, slamp_power=slamp_power)
+        attach_masks(model, masks)
+        if recalibrate_bn:
+            recalibrate_batchnorm(model, batches)
+        if index == rounds - 1:
+            stages["after_prune"] = _stage(measure())
+            break
+        if per_round[index]:  # intermediate retraining, in memory
+            config = source.config.model_copy(
+                update={"epochs": per_round[index], "progress": progress, "profile": False}
+            )
+            Trainer(config, None, model=model, sparsifier=FixedMasks(masks)).fit()
+    final_masks = {name: module.weight_mask.clone() for name, module in layers}
+    out.mkdir(parents=True, exist_ok=True)
+    finalize(model)
+    save_tensor_groups(out / INIT_NAME, {"model": model.state_dict(), "mask": final_masks})
+    config = source.config.model_copy(
+        update={
+            "epochs": per_round[-1],
+            "sparsity": "fixed",
+            "init_from": INIT_NAME,
+            "progress": progress,
+            "profile": True,
+            "profile_batches": profile_batches,
+        }
+    )
+    trainer = Trainer(config, out)
+    summary = trainer.fit()
+    stages["after_retrain"] = _stage(trainer.profile(profile_batches))
+    summary["pruning"] = {
+        "source": str(checkpoint),
+        "method": method,
+        "target_sparsity": sparsity,
+        "rounds": rounds,
+        "finetune_epochs": finetune_epochs,
+        "layers": [name for name, _ in layers],
+        "layer_density": {name: float(mask.mean()) for name, mask in final_masks.items()},
+        "temporal_factors": factors,
+        "slamp_power": slamp_power if method == "slamp" else None,
+        "bn_recalibrated": recalibrate_bn,
+        "stages": stages,
+    }
+    atomic_write_json(out / "summary.json", summary)
+    return summary
