@@ -37,6 +37,9 @@ def train(
     prune_ratio: float | None = typer.Option(
         None, "--prune-ratio", help="fraction of examples skipped per pruned epoch"
     ),
+    sparsity: str | None = typer.Option(None, "--sparsity", help="none, or nm: learn N:M masks while training"),
+    nm: str | None = typer.Option(None, "--nm", help="N:M pattern, e.g. 2:4"),
+    nm_method: str | None = typer.Option(None, "--nm-method", help="spikenm or srste"),
     out: Path | None = typer.Option(None, "--out", help="run folder (default: runs/<dataset>-<model>-<time>)"),
     resume: bool = typer.Option(False, "--resume", help="continue the run in --out exactly where it stopped"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
@@ -59,6 +62,9 @@ def train(
         progress=progress,
         data_pruning=data_pruning,
         prune_ratio=prune_ratio,
+        sparsity=sparsity,
+        nm=nm,
+        nm_method=nm_method,
     )
     cfg = load_config(config, overrides)
     if out is None:
@@ -122,8 +128,9 @@ def profile(
 @app.command()
 def prune(
     checkpoint: Path = typer.Option(..., "--checkpoint", help="trained run folder to prune"),
-    method: str = typer.Option(..., help="slamp, lamp, global, uniform, uniform-plus or erk"),
-    sparsity: float = typer.Option(..., help="fraction of the pruned layers' weights set to zero, in [0, 1)"),
+    method: str = typer.Option(..., help="slamp, lamp, global, uniform, uniform-plus, erk or nm-magnitude"),
+    sparsity: float | None = typer.Option(None, help="fraction of the pruned layers' weights set to zero, in [0, 1)"),
+    nm: str | None = typer.Option(None, "--nm", help="N:M pattern for --method nm-magnitude, e.g. 2:4"),
     finetune_epochs: int = typer.Option(0, "--finetune-epochs", help="retraining epochs with the masks fixed"),
     rounds: int = typer.Option(1, help="iterative pruning: prune-retrain rounds (retraining epochs are split)"),
     exclude_first: bool = typer.Option(False, "--exclude-first", help="keep the first layer dense"),
@@ -138,9 +145,13 @@ def prune(
     """Prune a trained run (unstructured), retrain with fixed masks, and write a new run with its profile."""
     from spikeprune.sparsity.pipeline import prune_run
 
-    out = out or Path(f"{str(checkpoint).rstrip('/')}-{method}-{sparsity:g}")
+    if (method.lower() == "nm-magnitude") != (nm is not None) or (nm is None and sparsity is None):
+        raise SpikepruneError("give --sparsity S for unstructured methods, or --method nm-magnitude with --nm N:M")
+    level = nm.replace(":", "of") if nm is not None else f"{sparsity:g}"
+    out = out or Path(f"{str(checkpoint).rstrip('/')}-{method}-{level}")
     summary = prune_run(
-        checkpoint, out, method=method.lower(), sparsity=sparsity, finetune_epochs=finetune_epochs, rounds=rounds,
+        checkpoint, out, method=method.lower(), sparsity=sparsity or 0.0, nm=nm, finetune_epochs=finetune_epochs,
+        rounds=rounds,
         exclude_first=exclude_first, exclude_last=exclude_last, calibration=calibration, slamp_power=slamp_p,
         recalibrate_bn=recalibrate_bn, device=device, progress=progress,
     )  # fmt: skip

@@ -10,7 +10,6 @@ from spikeprune.metrics.density import (
     csr_footprint,
     dense_footprint,
     density_report,
-    nm_blocks,
     nm_footprint,
 )
 from spikeprune.metrics.energy import (
@@ -64,7 +63,6 @@ __all__ = [
     "fanout",
     "is_spiking",
     "layer_kind",
-    "nm_blocks",
     "nm_footprint",
     "profile",
     "record_activity",

@@ -20,6 +20,7 @@ from torch.nn.utils import parametrize
 
 from spikeprune.errors import SpikepruneError
 from spikeprune.metrics.synops import layer_kind, synaptic_layers
+from spikeprune.sparsity.nm import nm_blocks
 
 INDEX_BYTES = 4  # int32 column indices and row pointers in CSR
 
@@ -74,22 +75,6 @@ def csr_footprint(weight: Tensor) -> int:
     rows = weight.shape[0] if weight.dim() else 1
     nnz = int(torch.count_nonzero(weight))
     return nnz * weight.element_size() + nnz * INDEX_BYTES + (rows + 1) * INDEX_BYTES
-
-
-def nm_blocks(weight: Tensor, m: int) -> Tensor:
-    """The weight cut into N:M blocks of ``m`` along the input dimension: ``(out, blocks, m)``.
-
-    Linear ``(O, I)`` is blocked along I; conv ``(O, C, *k)`` is permuted to ``(O, *k, C)`` and
-    blocked along C, so every block holds ``m`` input channels at one kernel position.
-    """
-    if weight.dim() < 2:
-        raise SpikepruneError(f"N:M needs a weight with >= 2 dims (out, in, ...), got shape {tuple(weight.shape)}")
-    rows = weight if weight.dim() == 2 else weight.movedim(1, -1)
-    if rows.shape[-1] % m:
-        raise SpikepruneError(
-            f"N:M with M={m} needs the input dimension ({rows.shape[-1]}) divisible by M; pick M dividing it"
-        )
-    return rows.reshape(weight.shape[0], -1, m)
 
 
 def nm_footprint(weight: Tensor, n: int, m: int, *, check: bool = True) -> int:

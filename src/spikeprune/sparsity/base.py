@@ -30,6 +30,10 @@ class Sparsifier:
     def after_step(self) -> None:
         """After the optimizer step (masks can be re-applied here)."""
 
+    def epoch_metrics(self) -> dict[str, float]:
+        """Figures for the epoch log (e.g. mask flip rate), read at the end of each epoch."""
+        return {}
+
     def state_dict(self) -> dict[str, Any]:
         return {}
 

@@ -22,7 +22,17 @@ from spikeprune.sparsity.base import Sparsifier
 PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d)
 
 
-class _ApplyMask:
+class MaskHook:
+    """Base of the forward pre-hooks that compute a masked ``weight`` from ``weight_orig``."""
+
+    def __call__(self, module: nn.Module, inputs) -> None:
+        raise NotImplementedError
+
+    def cleanup(self, module: nn.Module) -> None:
+        """Remove whatever else this hook's method put on the module (called by :func:`remove_mask`)."""
+
+
+class _ApplyMask(MaskHook):
     """Forward pre-hook: the weight used in this forward is ``weight_orig * weight_mask``.
 
     With ``straight_through`` (SR-STE) the forward value is the same but the gradient reaches every
@@ -50,10 +60,11 @@ def is_masked(module: nn.Module) -> bool:
     return hasattr(module, "weight_mask") and hasattr(module, "weight_orig")
 
 
-def apply_mask(module: nn.Module, mask: Tensor, straight_through: bool = False) -> None:
+def apply_mask(module: nn.Module, mask: Tensor, straight_through: bool = False, hook: MaskHook | None = None) -> None:
     """Mask ``module.weight`` (replacing an existing mask). ``mask`` must have the weight's shape.
 
     ``straight_through`` lets gradients reach pruned weights (SR-STE); by default they get none.
+    ``hook`` replaces the default masking hook (SpikeNM samples its mask in the hook).
     """
     if not isinstance(module, PRUNABLE):
         raise SpikepruneError(f"only Conv1d/Conv2d/Linear weights can be masked, not {type(module).__name__}")
@@ -63,15 +74,18 @@ def apply_mask(module: nn.Module, mask: Tensor, straight_through: bool = False) 
     mask = (mask != 0).to(device=weight.device, dtype=weight.dtype)
     if is_masked(module):
         module.weight_mask.copy_(mask)
-        for hook in module._forward_pre_hooks.values():
-            if isinstance(hook, _ApplyMask):
-                hook.straight_through = straight_through
+        if hook is not None:
+            _drop_hooks(module, (MaskHook,))
+            module.register_forward_pre_hook(hook, prepend=True)
+        for existing in module._forward_pre_hooks.values():
+            if isinstance(existing, _ApplyMask):
+                existing.straight_through = straight_through
     else:
         original = module.weight
         del module._parameters["weight"]
         module.register_parameter("weight_orig", original)
         module.register_buffer("weight_mask", mask)
-        module.register_forward_pre_hook(_ApplyMask(straight_through))
+        module.register_forward_pre_hook(hook if hook is not None else _ApplyMask(straight_through))
         module.register_forward_hook(_KeepDetached())
     with torch.no_grad():
         module.weight = (module.weight_orig * module.weight_mask).detach()
@@ -90,14 +104,21 @@ def remove_mask(module: nn.Module) -> None:
         return
     with torch.no_grad():
         folded = nn.Parameter(module.weight_orig * module.weight_mask, requires_grad=module.weight_orig.requires_grad)
-    for hooks in (module._forward_pre_hooks, module._forward_hooks):
-        for key in [k for k, hook in hooks.items() if isinstance(hook, (_ApplyMask, _KeepDetached))]:
-            del hooks[key]
+    for hook in list(module._forward_pre_hooks.values()):
+        if isinstance(hook, MaskHook):
+            hook.cleanup(module)
+    _drop_hooks(module, (MaskHook, _KeepDetached))
     del module._parameters["weight_orig"]
     del module._buffers["weight_mask"]
     if "weight" in module.__dict__:
         del module.__dict__["weight"]
     module.register_parameter("weight", folded)
+
+
+def _drop_hooks(module: nn.Module, kinds: tuple[type, ...]) -> None:
+    for hooks in (module._forward_pre_hooks, module._forward_hooks):
+        for key in [k for k, hook in hooks.items() if isinstance(hook, kinds)]:
+            del hooks[key]
 
 
 def prunable_layers(

@@ -20,6 +20,8 @@ import torch
 from torch import Tensor, nn
 
 from spikeprune.errors import SpikepruneError
+from spikeprune.sparsity.base import Sparsifier
+from spikeprune.sparsity.masks import apply_mask, is_masked, prunable_layers, refresh
 
 POLICIES = ("dense", "pad")
 
@@ -92,8 +94,6 @@ def nm_layers(
     model: nn.Module, m: int, policy: str = "dense", layers: list[tuple[str, nn.Module]] | None = None
 ) -> list[tuple[str, nn.Module]]:
     """Conv/Linear layers that can take N:M; others are left dense with a warning that names them."""
-    from spikeprune.sparsity.masks import prunable_layers
-
     if policy not in POLICIES:
         raise SpikepruneError(f"unknown N:M policy {policy!r}; choose one of {', '.join(POLICIES)}")
     chosen, skipped = [], []
@@ -154,3 +154,55 @@ def decompress_nm(values: Tensor, indices: Tensor, shape: tuple[int, ...], m: in
     blocks = torch.zeros(*values.shape[:-1], m, dtype=values.dtype)
     blocks.scatter_(-1, indices.long(), values)
     return from_blocks(blocks, shape)
+
+
+class SRSTE(Sparsifier):
+    """SR-STE (Zhou et al., ICLR 2021): N:M from scratch with a sparse-refined straight-through estimator.
+
+    Every step the mask is the top-N magnitudes of each block of the dense weights; the forward pass
+    uses the masked weights, the gradient reaches all weights (straight through), and pruned weights
+    get an extra decay ``λ_W·(1 − m)⊙W`` that pulls them towards zero.
+    """
+
+    def __init__(self, n: int, m: int, decay: float = 2e-4, policy: str = "dense") -> None:
+        check_nm(n, m)
+        self.n, self.m, self.decay, self.policy = n, m, float(decay), policy
+        self.layers: list[tuple[str, nn.Module]] = []
+        self._start: dict[str, Tensor] = {}
+
+    def attach(self, model: nn.Module) -> None:
+        self.layers = nm_layers(model, self.m, self.policy)
+        for _, module in self.layers:
+            weight = module.weight_orig if is_masked(module) else module.weight
+            apply_mask(module, magnitude_nm_mask(weight, self.n, self.m, self.policy == "pad"), straight_through=True)
+
+    def on_epoch_start(self, epoch: int, epochs: int) -> None:
+        self._start = {name: module.weight_mask.clone() for name, module in self.layers}
+
+    def before_step(self) -> None:
+        for _, module in self.layers:
+            if module.weight_orig.grad is not None:
+                module.weight_orig.grad.add_((1 - module.weight_mask) * module.weight_orig.detach(), alpha=self.decay)
+
+    @torch.no_grad()
+    def after_step(self) -> None:
+        for _, module in self.layers:
+            module.weight_mask.copy_(magnitude_nm_mask(module.weight_orig, self.n, self.m, self.policy == "pad"))
+            refresh(module)
+
+    def epoch_metrics(self) -> dict[str, float]:
+        return {"mask_flip_rate": mask_flip_rate(self._start, self.layers)}
+
+    def deploy(self) -> None:
+        """Turn off the straight-through gradient: the current masks become fixed."""
+        for _, module in self.layers:
+            apply_mask(module, module.weight_mask, straight_through=False)
+
+
+def mask_flip_rate(start: dict[str, Tensor], layers: list[tuple[str, nn.Module]]) -> float:
+    """Fraction of mask entries that changed since ``start`` (over all N:M layers)."""
+    if not start:
+        return 0.0
+    changed = sum(int((start[name] != module.weight_mask).sum()) for name, module in layers if name in start)
+    total = sum(start[name].numel() for name, _ in layers if name in start)
+    return changed / max(total, 1)

@@ -32,12 +32,14 @@ from spikeprune.errors import SpikepruneError
 from spikeprune.io import atomic_write_json
 from spikeprune.metrics import ProfileReport, profile
 from spikeprune.sparsity.masks import FixedMasks, attach_masks, effective_weight, finalize, prunable_layers
+from spikeprune.sparsity.nm import magnitude_nm_mask, nm_layers, parse_nm
 from spikeprune.sparsity.slamp import slamp, temporal_factors
 from spikeprune.sparsity.unstructured import CRITERIA
 from spikeprune.train.checkpoint import save_tensor_groups
 from spikeprune.train.trainer import Trainer, load_trained, profile_summary
 
 UNSTRUCTURED_METHODS = ("slamp", *CRITERIA)
+METHODS = (*UNSTRUCTURED_METHODS, "nm-magnitude")
 INIT_NAME = "init.safetensors"
 
 
@@ -106,7 +108,8 @@ def prune_run(
     out: str | Path,
     *,
     method: str,
-    sparsity: float,
+    sparsity: float = 0.0,
+    nm: str | None = None,
     finetune_epochs: int = 0,
     rounds: int = 1,
     exclude_first: bool = False,
@@ -118,7 +121,13 @@ def prune_run(
     device: str = "auto",
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Prune the run in ``checkpoint`` to ``sparsity`` with ``method``, retrain, write a run to ``out``."""
+    """Prune the run in ``checkpoint`` to ``sparsity`` with ``method``, retrain, write a run to ``out``.
+
+    ``method="nm-magnitude"`` with ``nm="2:4"`` is one-shot magnitude N:M (NVIDIA's ASP recipe):
+    the top-N magnitudes of every block of the layers that fit, then retraining with the masks fixed.
+    """
+    if method not in METHODS:
+        raise SpikepruneError(f"unknown pruning method {method!r}; choose one of {', '.join(METHODS)}")
     if rounds < 1 or finetune_epochs < 0 or calibration < 1:
         raise SpikepruneError("rounds and calibration batches must be >= 1 and finetune epochs >= 0")
     out = Path(out)
@@ -127,6 +136,13 @@ def prune_run(
     source = load_trained(checkpoint, device=device)
     model = finalize(source.model)
     layers = prunable_layers(model, exclude_first=exclude_first, exclude_last=exclude_last)
+    pattern = None
+    if method == "nm-magnitude":
+        if nm is None:
+            raise SpikepruneError("method nm-magnitude needs an N:M pattern, e.g. nm='2:4'")
+        pattern = parse_nm(nm)
+        layers = nm_layers(model, pattern[1], layers=layers)
+        rounds = 1
     batches = calibration_batches(source, calibration)
 
     def measure() -> ProfileReport:
@@ -143,7 +159,10 @@ def prune_run(
     factors = None
     for index in range(rounds):
         target = 1.0 - (1.0 - sparsity) ** ((index + 1) / rounds)
-        masks, factors = compute_masks(model, layers, method, target, batches=batches, slamp_power=slamp_power)
+        if pattern is not None:
+            masks = {name: magnitude_nm_mask(effective_weight(mod), *pattern) for name, mod in layers}
+        else:
+            masks, factors = compute_masks(model, layers, method, target, batches=batches, slamp_power=slamp_power)
         attach_masks(model, masks)
         if recalibrate_bn:
             recalibrate_batchnorm(model, batches)
@@ -167,6 +186,7 @@ def prune_run(
             "progress": progress,
             "profile": True,
             "profile_batches": profile_batches,
+            "sparsity_options": {"nm": nm} if pattern is not None else {},
         }
     )
     trainer = Trainer(config, out)
@@ -175,7 +195,8 @@ def prune_run(
     summary["pruning"] = {
         "source": str(checkpoint),
         "method": method,
-        "target_sparsity": sparsity,
+        "target_sparsity": sparsity if pattern is None else 1.0 - pattern[0] / pattern[1],
+        "nm": nm,
         "rounds": rounds,
         "finetune_epochs": finetune_epochs,
         "layers": [name for name, _ in layers],

@@ -44,7 +44,12 @@ class TrainConfig(BaseModel):
     data_pruning: Literal["none", "sadp", "random", "loss", "ucb", "infobatch"] = "none"
     prune_ratio: float = Field(0.0, ge=0, lt=1, description="fraction of examples skipped in a pruned epoch")
     data_pruning_options: dict[str, Any] = Field(default_factory=dict)
-    sparsity: Literal["none", "fixed"] = Field("none", description="fixed: train with the masks of init_from")
+    sparsity: Literal["none", "fixed", "nm"] = Field(
+        "none", description="fixed: train with the masks of init_from; nm: learn N:M masks during training"
+    )
+    nm: str = Field("2:4", description="N:M pattern for sparsity='nm'")
+    nm_method: Literal["spikenm", "srste"] = "spikenm"
+    sparsity_options: dict[str, Any] = Field(default_factory=dict, description="options of the sparsifier")
     init_from: str | None = Field(None, description="safetensors file of starting weights (and masks), beside the run")
     profile: bool = Field(False, description="after training, count SynOps/energy/density on the test set")
     profile_batches: int | None = Field(None, ge=1, description="limit the profile to this many test batches")

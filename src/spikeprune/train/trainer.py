@@ -32,6 +32,8 @@ from spikeprune.snn import set_surrogate_alpha
 from spikeprune.snn.surrogate import Surrogate
 from spikeprune.sparsity.base import Sparsifier
 from spikeprune.sparsity.masks import FixedMasks
+from spikeprune.sparsity.nm import SRSTE, parse_nm
+from spikeprune.sparsity.spikenm import SpikeNM
 from spikeprune.train.checkpoint import has_checkpoint, load_checkpoint, load_tensor_groups, save_checkpoint
 from spikeprune.train.config import TrainConfig, make_config
 from spikeprune.train.distributed import DistInfo, all_gather_cat, all_reduce_sum, init_distributed, sync_buffers
@@ -60,6 +62,24 @@ def lr_factor(step: int, total_steps: int, schedule: str) -> float:
     if schedule == "constant" or total_steps <= 1:
         return 1.0
     return 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
+
+
+def build_sparsifier(config: TrainConfig, masks: dict[str, Tensor]) -> Sparsifier:
+    """The sparsifier a config asks for (``masks`` come from ``init_from``)."""
+    if config.sparsity == "fixed":
+        if not masks:
+            raise SpikepruneError(
+                "sparsity='fixed' needs init_from: a file with the masks (written by 'spikeprune prune')"
+            )
+        return FixedMasks(masks)
+    if config.sparsity == "nm":
+        n, m = parse_nm(config.nm)
+        cls = SpikeNM if config.nm_method == "spikenm" else SRSTE
+        try:
+            return cls(n, m, **config.sparsity_options)
+        except TypeError as error:
+            raise SpikepruneError(f"bad sparsity_options for {config.nm_method}: {error}") from None
+    return Sparsifier()
 
 
 def _batch_count(examples: int, batch_size: int) -> int:
@@ -169,16 +189,18 @@ class Trainer:
     # ----------------------------------------------------------------------------- setup
     def _build_optimizer(self) -> torch.optim.Optimizer:
         cfg = self.config
+        extra = self.sparsifier.param_groups()
+        claimed = {id(p) for group in extra for p in group["params"]}
         decay, no_decay = [], []
         for param in self.model.parameters():
-            if not param.requires_grad:
+            if not param.requires_grad or id(param) in claimed:
                 continue
             (no_decay if param.dim() <= 1 else decay).append(param)
         groups: list[dict[str, Any]] = [
             {"params": decay, "weight_decay": cfg.weight_decay},
             {"params": no_decay, "weight_decay": 0.0},
         ]
-        groups += self.sparsifier.param_groups()
+        groups += extra
         for group in groups:
             group.setdefault("base_lr", group.get("lr", cfg.lr))
         if cfg.optimizer == "sgd":
@@ -307,6 +329,7 @@ class Trainer:
             "lr": self.optimizer.param_groups[0]["lr"],
             "plan_sha256": self._plan_digests(plan),
             **self.data_pruner.epoch_metrics(),
+            **self.sparsifier.epoch_metrics(),
         }
 
     def _plan_digests(self, plan: EpochPlan) -> list[str]:

@@ -1,0 +1,258 @@
+"""SpikeNM: N:M sparsity learned from scratch (our reading of arXiv 2511.12097; docs/spikenm.md).
+
+Each block of M weights has M logits ``π`` (O(M) parameters per block, not one per feasible mask).
+In every training forward pass a differentiable top-N sampler draws N distinct positions:
+
+* **Hard mask** ``h``: Gumbel-top-N on ``π``, so exactly N ones per block. This is a sample of N
+  positions without replacement from ``softmax(π)``.
+* **Relaxed mask** ``s``: N successive softmaxes at temperature ``τ``. Each softmax sees the same
+  Gumbel-perturbed logits, pushed down where the previous picks landed.
+* **Mask used:** ``m = h + s − stop_grad(s)``. It is binary in the forward pass, and its gradient
+  reaches ``π``.
+
+The temperature anneals geometrically from ``tau_start`` to ``tau_end``. The logits have their own
+learning rate and no weight decay. Evaluation and deployment use ``top-N(π)``, and the last
+``freeze_epochs`` may train the weights with that mask fixed.
+
+**EID** (eligibility-inspired distillation) gives each synapse a credit, an EMA of
+``|W_ij|·Σ_t ε_{j,t} ψ_{i,t}``. Here ``ε_{j,t} = λ ε_{j,t−1} + x_{j,t}`` is the presynaptic trace and
+``ψ_{i,t} = σ'(h_{i,t} − θ)`` the postsynaptic surrogate derivative; for convolutions the credit is
+summed over positions (a weight-gradient-shaped computation). Per block, ``q_b = softmax(c_b / T_q)``
+(credits normalised by their layer mean), and the loss ``λ_EID · mean_b KL(q_b ‖ softmax(π_b))``
+pulls the sampling distribution towards synapses with high eligibility. The credits are refreshed
+every ``eid_every`` steps, a measured cheaper proxy.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from spikeprune.errors import SpikepruneError
+from spikeprune.snn.neurons import SpikingNeuron
+from spikeprune.sparsity.base import Sparsifier
+from spikeprune.sparsity.masks import MaskHook, apply_mask, refresh
+from spikeprune.sparsity.nm import check_nm, from_blocks, mask_flip_rate, nm_blocks, nm_layers, topn_block_mask
+
+
+def gumbel_topn(logits: Tensor, n: int, tau: float, generator: torch.Generator | None = None) -> Tensor:
+    """Straight-through top-N sample per block (last dim): binary forward, relaxed gradient to ``logits``."""
+    uniform = torch.rand(logits.shape, generator=generator, device=logits.device, dtype=logits.dtype)
+    gumbel = -torch.log(-torch.log(uniform.clamp(1e-20, 1.0)).clamp_min(1e-20))
+    perturbed = logits + gumbel
+    hard = topn_block_mask(perturbed.detach(), n)
+    soft = torch.zeros_like(perturbed)
+    scores = perturbed
+    for _ in range(n):
+        p = torch.softmax(scores / tau, dim=-1)
+        soft = soft + p
+        scores = scores + torch.log1p(-p.clamp(max=1.0 - 1e-6))
+    return hard + soft - soft.detach()
+
+
+class _SampledNMMask(MaskHook):
+    """Forward pre-hook of a SpikeNM layer: sampled mask while learning, ``top-N(π)`` otherwise."""
+
+    def __init__(self, n: int, m: int) -> None:
+        self.n, self.m = n, m
+
+    def __call__(self, module: nn.Module, inputs) -> None:
+        logits = module.nm_logits
+        if module.training and torch.is_grad_enabled() and not module.nm_frozen:
+            blocks = gumbel_topn(logits, self.n, module.nm_tau)
+        else:
+            blocks = topn_block_mask(logits.detach(), self.n)
+        module.weight = module.weight_orig * from_blocks(blocks, module.weight_orig.shape)
+
+    def cleanup(self, module: nn.Module) -> None:
+        """Deployment keeps the top-N(π) mask (already in ``weight_mask``) and drops the logits."""
+        module._parameters.pop("nm_logits", None)
+        for name in ("nm_tau", "nm_frozen"):
+            module.__dict__.pop(name, None)
+
+
+class SpikeNM(Sparsifier):
+    """Learned N:M masks (see module docstring). ``eid_weight=0`` turns EID off."""
+
+    def __init__(
+        self,
+        n: int,
+        m: int,
+        *,
+        tau_start: float = 1.0,
+        tau_end: float = 0.1,
+        logit_lr: float = 0.05,
+        init: str = "magnitude",
+        freeze_epochs: int = 0,
+        eid_weight: float = 0.0,
+        eid_temperature: float = 1.0,
+        eid_ema: float = 0.9,
+        eid_every: int = 4,
+    ) -> None:
+        check_nm(n, m)
+        if not (tau_start > 0 and tau_end > 0 and logit_lr > 0 and eid_every >= 1 and 0 <= eid_ema < 1):
+            raise SpikepruneError("SpikeNM needs positive temperatures and logit_lr, eid_every >= 1, eid_ema in [0, 1)")
+        if init not in ("magnitude", "uniform"):
+            raise SpikepruneError(f"SpikeNM init must be 'magnitude' or 'uniform', got {init!r}")
+        self.n, self.m = n, m
+        self.tau_start, self.tau_end, self.logit_lr, self.init = tau_start, tau_end, logit_lr, init
+        self.freeze_epochs = int(freeze_epochs)
+        self.eid_weight, self.eid_temperature, self.eid_ema, self.eid_every = (
+            eid_weight,
+            eid_temperature,
+            eid_ema,
+            eid_every,
+        )
+        self.layers: list[tuple[str, nn.Module]] = []
+        self.credits: dict[str, Tensor] = {}
+        self._eid_inputs: dict[str, Tensor] = {}
+        self._post: dict[str, SpikingNeuron] = {}
+        self._steps = 0
+        self._start: dict[str, Tensor] = {}
+        self.tau = tau_start
+
+    # ------------------------------------------------------------------------- setup
+    def attach(self, model: nn.Module) -> None:
+        self.layers = nm_layers(model, self.m, "dense")
+        for _, module in self.layers:
+            weight = module.weight_orig if hasattr(module, "weight_orig") else module.weight
+            blocks = nm_blocks(weight.detach(), self.m)
+            if self.init == "magnitude":  # logits ∝ standardised |w| per block: a warm start, still learnable
+                magnitude = blocks.abs()
+                logits = (magnitude - magnitude.mean(-1, keepdim=True)) / (magnitude.std(-1, keepdim=True) + 1e-8)
+            else:
+                logits = torch.zeros_like(blocks)
+            if "nm_logits" not in module._parameters:
+                module.register_parameter("nm_logits", nn.Parameter(logits.clone()))
+            module.nm_tau = self.tau
+            module.nm_frozen = False
+            deployed = from_blocks(topn_block_mask(module.nm_logits.detach(), self.n), weight.shape)
+            apply_mask(module, deployed, hook=_SampledNMMask(self.n, self.m))
+        if self.eid_weight > 0:
+            self._attach_eid(model)
+
+    def _attach_eid(self, model: nn.Module) -> None:
+        order = list(model.named_modules())
+        position = {name: i for i, (name, _) in enumerate(order)}
+        for name, module in self.layers:
+            after = [m for _, m in order[position[name] + 1 :] if isinstance(m, SpikingNeuron)]
+            if not after:
+                continue  # the readout has no postsynaptic spiking neuron: no eligibility
+            self._post[name] = after[0]
+            after[0].record = True
+            module.register_forward_hook(_CaptureInput(self._eid_inputs, name))
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        logits = [module.nm_logits for _, module in self.layers]
+        return [{"params": logits, "lr": self.logit_lr, "base_lr": self.logit_lr, "weight_decay": 0.0}]
+
+    # ------------------------------------------------------------------------- schedule
+    def on_epoch_start(self, epoch: int, epochs: int) -> None:
+        progress = epoch / max(epochs - 1, 1)
+        self.tau = self.tau_start * (self.tau_end / self.tau_start) ** progress
+        frozen = epoch >= epochs - self.freeze_epochs
+        for _, module in self.layers:
+            module.nm_tau = self.tau
+            module.nm_frozen = frozen
+            module.nm_logits.requires_grad_(not frozen)
+        self._start = {name: module.weight_mask.clone() for name, module in self.layers}
+
+    # ------------------------------------------------------------------------- EID
+    def regularization(self) -> Tensor | None:
+        if self.eid_weight <= 0 or not self.credits:
+            return None
+        terms = []
+        for name, module in self.layers:
+            if name not in self.credits:
+                continue
+            credit = self.credits[name]
+            target = torch.softmax(credit / (self.eid_temperature * (credit.mean() + 1e-12)), dim=-1)
+            log_p = torch.log_softmax(module.nm_logits, dim=-1)
+            terms.append(F.kl_div(log_p, target, reduction="none").sum(-1).mean())
+        return self.eid_weight * torch.stack(terms).mean() if terms else None
+
+    @torch.no_grad()
+    def _update_credits(self) -> None:
+        for name, module in self.layers:
+            x = self._eid_inputs.pop(name, None)
+            neuron = self._post.get(name)
+            if x is None or neuron is None or "membrane" not in neuron.records:
+                continue
+            h = neuron.records["membrane"]
+            steps, batch = h.shape[:2]
+            psi = neuron.surrogate.derivative(h.float() - neuron.v_threshold)
+            x = x.float()
+            x = (
+                x.reshape(steps, batch, *x.shape[1:])
+                if x.shape[0] == steps * batch
+                else x.unsqueeze(0).expand(steps, *x.shape)
+            )
+            trace = torch.empty_like(x)
+            running = torch.zeros_like(x[0])
+            for t in range(steps):
+                running = neuron.decay * running + x[t]
+                trace[t] = running
+            credit = _eligibility(module, trace.flatten(0, 1), psi.flatten(0, 1)) * module.weight_orig.abs()
+            blocks = nm_blocks(credit, self.m)
+            previous = self.credits.get(name)
+            self.credits[name] = blocks if previous is None else self.eid_ema * previous + (1 - self.eid_ema) * blocks
+
+    # ------------------------------------------------------------------------- steps
+    @torch.no_grad()
+    def after_step(self) -> None:
+        self._steps += 1
+        if self.eid_weight > 0 and self._steps % self.eid_every == 0:
+            self._update_credits()
+        self._eid_inputs.clear()
+        for _, module in self.layers:
+            deployed = from_blocks(topn_block_mask(module.nm_logits, self.n), module.weight_orig.shape)
+            module.weight_mask.copy_(deployed)
+            refresh(module)
+
+    def epoch_metrics(self) -> dict[str, float]:
+        entropies = []
+        for _, module in self.layers:
+            p = torch.softmax(module.nm_logits.detach(), dim=-1)
+            entropies.append(float(-(p * torch.log(p.clamp_min(1e-12))).sum(-1).mean()))
+        return {
+            "mask_flip_rate": mask_flip_rate(self._start, self.layers),
+            "sampling_entropy": sum(entropies) / max(len(entropies), 1),
+            "max_entropy": math.log(self.m),
+            "tau": self.tau,
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"credits": dict(self.credits), "steps": self._steps}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.credits = dict(state.get("credits", {}))
+        self._steps = int(state.get("steps", 0))
+
+
+class _CaptureInput:
+    """Forward hook keeping a layer's (detached) input for the next EID credit update."""
+
+    def __init__(self, store: dict[str, Tensor], name: str) -> None:
+        self.store, self.name = store, name
+
+    def __call__(self, module: nn.Module, inputs, output) -> None:
+        if module.training and torch.is_grad_enabled():
+            self.store[self.name] = inputs[0].detach()
+
+
+def _eligibility(module: nn.Module, trace: Tensor, psi: Tensor) -> Tensor:
+    """``Σ_{samples, positions} ψ_out · trace_in``, shaped like the weight."""
+    weight = module.weight_orig
+    if isinstance(module, nn.Linear):
+        return psi.reshape(-1, psi.shape[-1]).t() @ trace.reshape(-1, trace.shape[-1])
+    if isinstance(module, nn.Conv2d):
+        return torch.nn.grad.conv2d_weight(
+            trace, weight.shape, psi, module.stride, module.padding, module.dilation, module.groups
+        )
+    return torch.nn.grad.conv1d_weight(
+        trace, weight.shape, psi, module.stride, module.padding, module.dilation, module.groups
+    )

@@ -1,0 +1,164 @@
+"""N:M utilities, SR-STE and SpikeNM: block layout, exact-N masks, sampler distribution, training paths."""
+
+import json
+import subprocess
+import sys
+import warnings
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from spikeprune.errors import SpikepruneError
+from spikeprune.sparsity import finalize, prunable_layers
+from spikeprune.sparsity.nm import (
+    compress_nm,
+    decompress_nm,
+    from_blocks,
+    magnitude_nm_mask,
+    nm_blocks,
+    nm_layers,
+    parse_nm,
+    topn_block_mask,
+    validate_nm,
+)
+from spikeprune.sparsity.spikenm import gumbel_topn
+from spikeprune.train import Trainer, load_trained, make_config
+
+PATTERNS = [(2, 4), (1, 4), (2, 8), (1, 8), (4, 16), (1, 16)]
+
+
+@st.composite
+def weights_and_pattern(draw):
+    n, m = draw(st.sampled_from(PATTERNS))
+    out = draw(st.integers(1, 6))
+    groups = draw(st.integers(1, 3))
+    conv = draw(st.booleans())
+    shape = (out, groups * m, draw(st.integers(1, 3)), draw(st.integers(1, 3))) if conv else (out, groups * m)
+    seed = draw(st.integers(0, 10_000))
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed)), n, m
+
+
+@settings(max_examples=60, deadline=None)
+@given(weights_and_pattern())
+def test_blocks_round_trip_and_masks_have_exactly_n(case):
+    weight, n, m = case
+    blocks = nm_blocks(weight, m)
+    assert torch.equal(from_blocks(blocks, weight.shape), weight)
+    # conv blocks run along C at one kernel tap
+    if weight.dim() == 4:
+        assert torch.equal(blocks[0, 0], weight[0, :m, 0, 0])
+    mask = magnitude_nm_mask(weight, n, m)
+    assert torch.all(nm_blocks(mask, m).sum(-1) == n)
+    sparse = weight * mask
+    values, indices = compress_nm(sparse, n, m)
+    assert torch.equal(decompress_nm(values, indices, tuple(weight.shape), m), sparse)
+
+
+@settings(max_examples=40, deadline=None)
+@given(weights_and_pattern(), st.floats(0.05, 2.0))
+def test_sampler_exact_n_binary_forward_and_gradients(case, tau):
+    weight, n, m = case
+    logits = nm_blocks(weight, m).clone().requires_grad_()
+    mask = gumbel_topn(logits, n, tau)
+    assert set(mask.detach().unique().tolist()) <= {0.0, 1.0}
+    assert torch.all(mask.detach().sum(-1) == n)
+    (mask * torch.randn_like(mask)).sum().backward()
+    assert logits.grad is not None and torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
+
+
+def test_gumbel_topn_is_sampling_without_replacement():
+    torch.manual_seed(0)
+    logits = torch.tensor([1.5, 0.5, 0.0, -1.0])
+    draws = 40_000
+    masks = gumbel_topn(logits.expand(draws, 4).clone(), 2, tau=1.0).detach()
+    p = torch.softmax(logits, 0)
+    for i in range(4):
+        for j in range(i + 1, 4):
+            expected = float(p[i] * p[j] / (1 - p[i]) + p[j] * p[i] / (1 - p[j]))
+            observed = float((masks[:, i] * masks[:, j]).mean())
+            assert abs(observed - expected) < 4 * (expected * (1 - expected) / draws) ** 0.5 + 1e-3
+
+
+def test_layers_that_do_not_fit_are_named():
+    model = nn.Sequential(nn.Linear(6, 8), nn.Linear(8, 4))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        chosen = nm_layers(model, 4)
+    assert [name for name, _ in chosen] == ["1"]
+    assert any("0 (input dim 6)" in str(w.message) for w in caught)
+    padded = magnitude_nm_mask(torch.randn(3, 6), 2, 4, pad=True)
+    assert torch.all(nm_blocks(padded, 4, pad=True).sum(-1) <= 2)
+    with pytest.raises(SpikepruneError, match="N:M pattern"):
+        parse_nm("4:2")
+    with pytest.raises(SpikepruneError, match="more than N"):
+        validate_nm(nn.Sequential(nn.Linear(8, 2)), 2, 4)
+
+
+def test_topn_block_mask_counts():
+    scores = torch.randn(5, 7, 8)
+    assert torch.all(topn_block_mask(scores, 3).sum(-1) == 3)
+
+
+SMALL = dict(dataset="digits", model="mlp", model_options={"hidden": [64, 32]}, timesteps=2, epochs=3, lr=5e-3,
+             batch_size=64, progress=False, sparsity="nm", nm="2:4")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "method,options",
+    [("srste", {}), ("spikenm", {}), ("spikenm", {"eid_weight": 0.1, "eid_every": 2, "freeze_epochs": 1})],
+)
+def test_training_with_learned_nm(tmp_path, method, options):
+    config = make_config({**SMALL, "nm_method": method, "sparsity_options": options})
+    trainer = Trainer(config, tmp_path / "run")
+    summary = trainer.fit()
+    assert summary["test_accuracy"] > 0.5
+    names = [name for name, _ in trainer.sparsifier.layers]
+    assert names == ["stem.1", "body.1.0", "body.3.0"]  # every layer's input dim is a multiple of 4
+    trainer.model.eval()
+    assert max(validate_nm(trainer.model, 2, 4, names).values()) <= 2
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert all("mask_flip_rate" in record for record in log)
+    if method == "spikenm":
+        assert all(0 <= r["sampling_entropy"] <= r["max_entropy"] + 1e-9 for r in log)
+        if options:
+            assert trainer.sparsifier.credits and log[-1]["mask_flip_rate"] == 0.0  # frozen last epoch
+    reloaded = load_trained(tmp_path / "run", device="cpu")
+    assert reloaded.evaluate()["test_accuracy"] == summary["test_accuracy"]
+    finalize(reloaded.model)
+    assert max(validate_nm(reloaded.model, 2, 4, names).values()) <= 2
+    assert not any("nm_logits" in key or "weight_orig" in key for key in reloaded.model.state_dict())
+    zeros = {name: float((m.weight == 0).float().mean()) for name, m in prunable_layers(reloaded.model)}
+    assert all(zeros[name] >= 0.5 for name in names)
+
+
+def test_prune_nm_magnitude_cli(tmp_path):
+    dense = tmp_path / "dense"
+    Trainer(make_config({**SMALL, "sparsity": "none"}), dense).fit()
+    out = tmp_path / "asp"
+    args = ["prune", "--checkpoint", str(dense), "--method", "nm-magnitude", "--nm", "2:4", "--finetune-epochs", "1"]
+    result = subprocess.run([sys.executable, "-m", "spikeprune.cli", *args, "--out", str(out)], capture_output=True,
+                            text=True, timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["pruning"]["nm"] == "2:4"
+    profile = json.loads((out / "profile.json").read_text())
+    assert profile["totals"]["footprint_compressed_bytes"] < profile["totals"]["footprint_dense_bytes"]
+    model = load_trained(out, device="cpu").model
+    assert max(validate_nm(model, 2, 4, ["stem.1", "body.1.0", "body.3.0"]).values()) <= 2
+    bad = subprocess.run([sys.executable, "-m", "spikeprune.cli", "prune", "--checkpoint", str(dense), "--method",
+                          "nm-magnitude", "--out", str(tmp_path / "x")], capture_output=True, text=True)  # fmt: skip
+    assert bad.returncode == 2 and "--nm" in bad.stderr
+
+
+def test_cli_train_learned_nm(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text(json.dumps({k: v for k, v in SMALL.items() if k not in ("sparsity", "nm")}))
+    args = ["train", "--config", str(config), "--sparsity", "nm", "--nm", "1:4", "--nm-method", "spikenm"]
+    result = subprocess.run([sys.executable, "-m", "spikeprune.cli", *args, "--out", str(tmp_path / "run")],
+                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["test_accuracy"] > 0.3
