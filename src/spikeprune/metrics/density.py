@@ -98,10 +98,16 @@ def nm_footprint(weight: Tensor, n: int, m: int, *, check: bool = True) -> int:
 
 
 def _weight_storage(layer: nn.Module) -> list[Tensor]:
-    """The tensors that hold this layer's weight: the parameter, or its parametrization's internals."""
+    """The tensors that hold this layer's weight: the parameter, or the internals of a mask or
+    parametrization (``weight_orig``/``weight_mask``/mask logits of :mod:`spikeprune.sparsity`)."""
     if parametrize.is_parametrized(layer, "weight"):
         plist = layer.parametrizations["weight"]
         return [*plist.parameters(), *plist.buffers()]
+    if hasattr(layer, "weight_orig"):
+        internals = [
+            getattr(layer, name) for name in ("weight_orig", "weight_mask", "nm_logits") if hasattr(layer, name)
+        ]
+        return [t for t in internals if isinstance(t, Tensor)]
     return [layer.weight]
 
 

@@ -42,7 +42,7 @@ from spikeprune.sparsity.nm import check_nm, from_blocks, mask_flip_rate, nm_blo
 def gumbel_topn(logits: Tensor, n: int, tau: float, generator: torch.Generator | None = None) -> Tensor:
     """Straight-through top-N sample per block (last dim): binary forward, relaxed gradient to ``logits``."""
     uniform = torch.rand(logits.shape, generator=generator, device=logits.device, dtype=logits.dtype)
-    gumbel = -torch.log(-torch.log(uniform.clamp(1e-20, 1.0)).clamp_min(1e-20))
+    gumbel = -torch.log((-torch.log(uniform.clamp(1e-20, 1.0))).clamp_min(1e-20))
     perturbed = logits + gumbel
     hard = topn_block_mask(perturbed.detach(), n)
     soft = torch.zeros_like(perturbed)
@@ -51,7 +51,7 @@ def gumbel_topn(logits: Tensor, n: int, tau: float, generator: torch.Generator |
         p = torch.softmax(scores / tau, dim=-1)
         soft = soft + p
         scores = scores + torch.log1p(-p.clamp(max=1.0 - 1e-6))
-    return hard + soft - soft.detach()
+    return hard + (soft - soft.detach())  # x - x is exactly 0: the forward value is exactly binary
 
 
 class _SampledNMMask(MaskHook):

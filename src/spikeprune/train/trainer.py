@@ -159,19 +159,15 @@ class Trainer:
             initial = load_tensor_groups(path)
             model.load_state_dict(initial["model"])
             masks = initial.get("mask", {})
-        if sparsifier is None and config.sparsity == "fixed":
-            if not masks:
-                raise SpikepruneError(
-                    "sparsity='fixed' needs init_from: a file with the masks (written by 'spikeprune prune')"
-                )
-            sparsifier = FixedMasks(masks)
+        if sparsifier is None:
+            sparsifier = build_sparsifier(config, masks)
         self.model = model.to(self.device)
         if data_pruner is None:
             data_pruner = build_data_pruner(
                 config.data_pruning, config.prune_ratio, config.epochs, seed=config.seed, **config.data_pruning_options
             )
         self.data_pruner = data_pruner
-        self.sparsifier = sparsifier or Sparsifier()
+        self.sparsifier = sparsifier
         self.data_pruner.attach(self.model)
         self.sparsifier.attach(self.model)
         self.optimizer = self._build_optimizer()
