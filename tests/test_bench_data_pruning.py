@@ -1,21 +1,10 @@
 """bench/data_pruning.py --quick runs end to end and writes well-formed results."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 
-def test_data_pruning_benchmark_quick(tmp_path):
-    path = Path(__file__).resolve().parents[1] / "bench" / "data_pruning.py"
-    sys.path.insert(0, str(path.parent))
-    try:
-        spec = importlib.util.spec_from_file_location("data_pruning", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        payload = module.main(["--quick", "--out-dir", str(tmp_path)])
-    finally:
-        sys.path.remove(str(path.parent))
+def test_data_pruning_benchmark_quick(tmp_path, bench_script):
+    payload = bench_script("data_pruning").main(["--quick", "--out-dir", str(tmp_path)])
     for suffix in ("json", "md", "png"):
         assert (tmp_path / f"data_pruning.{suffix}").stat().st_size > 0
     saved = json.loads((tmp_path / "data_pruning.json").read_text())

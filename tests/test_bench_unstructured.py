@@ -1,32 +1,16 @@
 """bench/unstructured.py --quick runs end to end and writes well-formed results."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
 from spikeprune.errors import SpikepruneError
 
-PATH = Path(__file__).resolve().parents[1] / "bench" / "unstructured.py"
-
-
-def _load_bench():
-    sys.path.insert(0, str(PATH.parent))
-    try:
-        spec = importlib.util.spec_from_file_location("unstructured", PATH)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(PATH.parent))
-    return module
-
 
 @pytest.fixture(scope="module")
-def quick(tmp_path_factory):
+def quick(tmp_path_factory, bench_script):
     out = tmp_path_factory.mktemp("unstructured")
-    module = _load_bench()
+    module = bench_script("unstructured")
     payload = module.main(["--quick", "--out-dir", str(out)])
     return module, payload, out
 

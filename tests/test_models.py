@@ -79,23 +79,3 @@ def test_per_step_folds_time():
     layer = nn.Linear(3, 2)
     x = torch.randn(4, 5, 3)
     torch.testing.assert_close(PerStep(layer)(x), layer(x))
-
-
-def test_neuron_speed_benchmark_quick(tmp_path):
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "bench" / "neuron_speed.py"
-    import sys
-
-    sys.path.insert(0, str(path.parent))
-    try:
-        spec = importlib.util.spec_from_file_location("neuron_speed", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        payload = module.main(["--quick", "--out-dir", str(tmp_path)])
-    finally:
-        sys.path.remove(str(path.parent))
-    assert (tmp_path / "neuron_speed.json").exists() and (tmp_path / "neuron_speed.md").exists()
-    differences = payload["train_step"]["max_abs_logit_difference_vs_spikeprune"]
-    assert all(value < 1e-5 for value in differences.values())

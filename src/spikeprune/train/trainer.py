@@ -280,7 +280,7 @@ class Trainer:
             weight_of = torch.zeros(len(self.train_set))
             weight_of[plan.indices] = plan.weights.float()
         batches = self._epoch_batches(plan, epoch)
-        totals = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, examples
+        totals = torch.zeros(3, dtype=torch.float64, device=self.device)  # loss sum, correct, examples (no syncs)
         started = time.perf_counter()
         progress = self._progress(len(batches), f"epoch {epoch + 1}/{cfg.epochs}")
         for x, y, idx in self._loader(self.train_set, batches):
@@ -304,9 +304,9 @@ class Trainer:
             self.step += 1
             detached = losses.detach()
             self._observe(idx, y, logits.detach(), detached)
-            totals += torch.tensor(
-                [float(detached.sum()), float((logits.argmax(1) == y).sum()), len(y)], dtype=torch.float64
-            )
+            totals[0] += detached.sum()
+            totals[1] += (logits.argmax(1) == y).sum()
+            totals[2] += len(y)
             if progress is not None:
                 progress.update(1)
                 progress.set_postfix(loss=f"{totals[0] / max(totals[2], 1):.3f}")
@@ -314,7 +314,7 @@ class Trainer:
             progress.close()
         seconds = time.perf_counter() - started
         sync_buffers(self.model, self.dist)
-        totals = all_reduce_sum(totals.to(self.device), self.dist).cpu()
+        totals = all_reduce_sum(totals, self.dist).cpu()
         return {
             "epoch": epoch + 1,
             "train_loss": float(totals[0] / max(totals[2], 1)),
@@ -372,24 +372,18 @@ class Trainer:
         indices = list(range(self.dist.rank, len(dataset), self.dist.world_size))
         size = self.config.batch_size * 2
         batches = [indices[i : i + size] for i in range(0, len(indices), size)]
-        totals = torch.zeros(4, dtype=torch.float64)  # loss, top1, top5, count
+        totals = torch.zeros(4, dtype=torch.float64, device=self.device)  # loss, top1, top5, count
         started = time.perf_counter()
         for x, y, _ in self._loader(dataset, batches):
             x, y = x.to(self.device), y.to(self.device)
             with self._autocast():
                 logits = self.model(x).float()
-            k = min(5, logits.shape[1])
-            top = logits.topk(k, dim=1).indices
-            totals += torch.tensor(
-                [
-                    float(F.cross_entropy(logits, y, reduction="sum")),
-                    float((top[:, 0] == y).sum()),
-                    float((top == y[:, None]).any(1).sum()),
-                    len(y),
-                ],
-                dtype=torch.float64,
-            )
-        totals = all_reduce_sum(totals.to(self.device), self.dist).cpu()
+            top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+            totals[0] += F.cross_entropy(logits, y, reduction="sum")
+            totals[1] += (top[:, 0] == y).sum()
+            totals[2] += (top == y[:, None]).any(1).sum()
+            totals[3] += len(y)
+        totals = all_reduce_sum(totals, self.dist).cpu()
         count = max(float(totals[3]), 1.0)
         return {
             "test_loss": float(totals[0]) / count,
