@@ -65,12 +65,11 @@ def _train(dataset: str, seed: int, folder: Path, **extra) -> dict:
     }
 
 
-def run_one(dataset: str, seed: int, pattern: str, method: str, dense_dir: Path, folder: Path, quick: bool) -> dict:
+def run_one(dataset: str, seed: int, pattern: str, method: str, dense_dir: Path, folder: Path) -> dict:
     if method == "asp":
         summary = prune_run(
-            dense_dir, folder, method="nm-magnitude", nm=pattern, finetune_epochs=1 if quick else ASP_FINETUNE[dataset],
-            progress=False,
-        )  # fmt: skip
+            dense_dir, folder, method="nm-magnitude", nm=pattern, finetune_epochs=ASP_FINETUNE[dataset], progress=False
+        )
         return {
             "test_accuracy": summary["test_accuracy"],
             "seconds_per_step": None,
@@ -100,6 +99,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.quick:
         datasets, seeds, patterns = ["mnist5k"], [0], ("2:4", "1:8")
         SETTINGS["mnist5k"] = {**SETTINGS["mnist5k"], "epochs": 1}
+        ASP_FINETUNE["mnist5k"] = 1
     rows: list[dict] = []
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> dict:
                     shift = (p_index + seed) % len(METHODS)
                     for method in METHODS[shift:] + METHODS[:shift]:  # rotate the order: no fixed position
                         folder = scratch / f"{dataset}-{seed}-{pattern.replace(':', 'of')}-{method}"
-                        result = run_one(dataset, seed, pattern, method, dense_dir, folder, args.quick)
+                        result = run_one(dataset, seed, pattern, method, dense_dir, folder)
                         rows.append({"dataset": dataset, "seed": seed, "pattern": pattern, "method": method, **result})
                         print(f"{dataset} seed {seed} {pattern} {method}: {result['test_accuracy']:.4f}", flush=True)
     table = summarize_rows(rows, datasets, patterns)
