@@ -61,20 +61,25 @@ def join_state(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
     return value
 
 
+def _atomic_save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """safetensors ``save_file`` through a temporary file in the same folder and ``os.replace``."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def save_checkpoint(run_dir: Path, epoch: int, states: dict[str, Any], meta: dict[str, Any]) -> Path:
     """Save named states (model, optimizer, ...) and JSON metadata for ``epoch``."""
     run_dir = Path(run_dir)
     tensors: dict[str, torch.Tensor] = {}
     layout = {name: split_state(state, name, tensors) for name, state in states.items()}
     tensor_file = run_dir / f"checkpoint-e{epoch}.safetensors"
-    fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=f".{tensor_file.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp)
-        os.replace(tmp, tensor_file)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    _atomic_save_tensors(tensors, tensor_file)
     previous = _read_meta(run_dir).get("tensor_file") if (run_dir / META_NAME).exists() else None
     atomic_write_json(
         run_dir / META_NAME,
@@ -134,18 +139,10 @@ def load_checkpoint(run_dir: Path) -> tuple[int, dict[str, Any], dict[str, Any]]
 
 def save_tensor_groups(path: Path, groups: dict[str, dict[str, torch.Tensor]]) -> None:
     """Save named groups of tensors (e.g. ``model`` and ``mask``) to one safetensors file, atomically."""
-    path = Path(path)
     flat = {
         f"{group}/{key}": t.detach().cpu().contiguous().clone() for group, ts in groups.items() for key, t in ts.items()
     }
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(flat, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    _atomic_save_tensors(flat, Path(path))
 
 
 def load_tensor_groups(path: Path) -> dict[str, dict[str, torch.Tensor]]:
