@@ -105,9 +105,8 @@ class SpikeProbe:
         else:
             var = module.running_var.float()
         gamma = module.weight.detach().float().abs() if module.affine else torch.ones_like(var)
-        self._state["bn_scale"] = float(self._state.get("bn_scale", 1.0)) * float(
-            (gamma / torch.sqrt(var + module.eps)).max()
-        )
+        scale = (gamma / torch.sqrt(var + module.eps)).max()  # stays on the device: no sync per step
+        self._state["bn_scale"] = self._state.get("bn_scale", 1.0) * scale
 
     @_timed
     def _on_neuron(self, module: SpikingNeuron, inputs: tuple[Tensor, ...], output: Tensor) -> None:
@@ -134,8 +133,9 @@ class SpikeProbe:
             raise SpikepruneError(f"SADP probe: synapse {self.names['synapse']} did not run before the last neuron")
         x_norm = x_norm.view(steps, batch) if x_norm.numel() == steps * batch else x_norm.view(1, batch)
         leak = module.leak()
-        gain = float(leak) if (leak is not None and module.decay_input) else 1.0
-        bn_scale = float(self._state.pop("bn_scale", 1.0))
+        gain = leak.detach() if isinstance(leak, Tensor) else leak  # PLIF: a learned tensor
+        gain = gain if (leak is not None and module.decay_input) else 1.0
+        bn_scale = self._state.pop("bn_scale", 1.0)
         self._state["q"] = gain * bn_scale * (beta * x_norm).sum(0)
         self._state["timesteps"] = float(steps)
         self._state["spikes_per_example"] = float(spikes[0, 0].numel())
@@ -152,7 +152,7 @@ class SpikeProbe:
             area = per_example / a.shape[-1]
         column_norm = module.weight.detach().float().norm(dim=0).max()
         self._state["rr"] = rates.square().sum(1) + (1.0 if module.bias is not None else 0.0)
-        self._state["c_w"] = float(column_norm) / area
+        self._state["c_w"] = column_norm / area
 
     del _timed
 
@@ -166,7 +166,7 @@ class SpikeProbe:
         return {
             "sadp_q": q,
             "sadp_rr": rr,
-            "sadp_cw": torch.full((batch,), float(self._state["c_w"])),
+            "sadp_cw": torch.as_tensor(self._state["c_w"], dtype=torch.float32).detach().expand(batch).clone(),
             "sadp_t": torch.full((batch,), float(self._state["timesteps"])),
         }
 
