@@ -1,4 +1,4 @@
-"""bench/nm.py --quick runs every contender end to end and writes well-formed results."""
+"""bench/nm.py --quick (grid, then timing) runs every contender end to end and writes well-formed results."""
 
 import json
 
@@ -14,3 +14,10 @@ def test_nm_benchmark_quick(tmp_path, bench_script):
         assert 0.0 <= row["accuracy"] <= 1.0
         if row["method"] != "dense":
             assert row["synops"] < 1.0  # N:M models do fewer effective SynOps than dense
+    timing = bench_script("nm").main(["--timing", "--quick", "--out-dir", str(tmp_path)])
+    assert set(timing["overhead"]["mnist5k"]) == {"2:4 srste", "2:4 spikenm", "2:4 spikenm_eid"}
+    assert all(row["median"] > 0 for row in timing["seconds_per_step"]["mnist5k"].values())
+    markdown = (tmp_path / "nm.md").read_text()  # re-rendered with the overhead column filled for 2:4
+    spikenm_row = next(line for line in markdown.splitlines() if line.startswith("| 2:4 | spikenm |"))
+    assert "%" in spikenm_row.split("|")[5]
+    assert (tmp_path / "nm_dynamics.png").stat().st_size > 0

@@ -24,7 +24,7 @@ from spikeprune.sparsity.nm import (
     topn_block_mask,
     validate_nm,
 )
-from spikeprune.sparsity.spikenm import gumbel_topn
+from spikeprune.sparsity.spikenm import SpikeNM, gumbel_topn
 from spikeprune.train import Trainer, load_trained, make_config
 
 PATTERNS = [(2, 4), (1, 4), (2, 8), (1, 8), (4, 16), (1, 16)]
@@ -69,12 +69,14 @@ def test_sampler_exact_n_binary_forward_and_gradients(case, tau):
     assert logits.grad is not None and torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
 
 
-def test_gumbel_topn_is_sampling_without_replacement():
+@pytest.mark.parametrize("tau", [1.0, 0.5])
+def test_gumbel_topn_is_sampling_without_replacement(tau):
+    """Pair frequencies of the hard mask match drawing 2 of 4 without replacement from softmax(π/τ)."""
     torch.manual_seed(0)
     logits = torch.tensor([1.5, 0.5, 0.0, -1.0])
     draws = 40_000
-    masks = gumbel_topn(logits.expand(draws, 4).clone(), 2, tau=1.0).detach()
-    p = torch.softmax(logits, 0)
+    masks = gumbel_topn(logits.expand(draws, 4).clone(), 2, tau=tau).detach()
+    p = torch.softmax(logits / tau, 0)
     for i in range(4):
         for j in range(i + 1, 4):
             expected = float(p[i] * p[j] / (1 - p[i]) + p[j] * p[i] / (1 - p[j]))
@@ -162,3 +164,22 @@ def test_cli_train_learned_nm(tmp_path):
     assert result.returncode == 0, result.stderr
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["test_accuracy"] > 0.3
+
+
+@pytest.mark.parametrize("dense_gradient", [False, True])
+def test_spikenm_forward_is_masked_and_gradients_flow(dense_gradient):
+    """Forward uses W ⊙ m exactly; the logits always get a gradient; unkept weights only with dense_gradient."""
+    torch.manual_seed(0)
+    layer = nn.Linear(8, 3)
+    sparsifier = SpikeNM(2, 4, dense_gradient=dense_gradient)
+    sparsifier.attach(nn.Sequential(layer))
+    layer.train()
+    x = torch.randn(5, 8)
+    out = layer(x)
+    kept = (layer.weight.detach() != 0).float()
+    assert torch.all(nm_blocks(kept, 4).sum(-1) == 2)  # a fresh sample, exactly N of M
+    assert torch.allclose(out, x @ (layer.weight_orig.detach() * kept).t() + layer.bias)
+    out.square().sum().backward()
+    assert layer.nm_logits.grad is not None and layer.nm_logits.grad.abs().sum() > 0
+    unkept_grad = (layer.weight_orig.grad * (1 - kept)).abs().sum()
+    assert (unkept_grad > 0) if dense_gradient else (unkept_grad == 0)

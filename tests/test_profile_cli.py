@@ -6,7 +6,8 @@ import sys
 
 import torch
 
-from spikeprune.train import Trainer, make_config
+from spikeprune.sparsity.nm import validate_nm
+from spikeprune.train import Trainer, load_trained, make_config
 from spikeprune.train.checkpoint import load_checkpoint, save_checkpoint
 
 SMALL = dict(
@@ -83,10 +84,14 @@ def test_quickstart_command(tmp_path):
     lines = result.stdout.strip().splitlines()
     assert lines[0] == "dense:" and lines[1].strip().startswith("test accuracy") and "effective SynOps" in lines[2]
     assert lines[3].startswith("SADP") and any("faster" in line for line in lines)
-    assert any(line.startswith("SLAMP pruning to 90%") for line in lines) and "retrained" in lines[-1]
+    assert any(line.startswith("SLAMP pruning to 90%") for line in lines) and any("retrained" in x for x in lines)
+    assert any(line.startswith("SpikeNM 2:4") for line in lines) and "vs dense" in lines[-1]
     dense = json.loads((tmp_path / "qs" / "dense" / "summary.json").read_text())
     sadp = json.loads((tmp_path / "qs" / "sadp" / "summary.json").read_text())
     assert dense["test_accuracy"] > 0.85 and dense["effective_synops"] > 0
     assert sadp["data_pruning"] == "sadp" and sadp["examples_visited"] < dense["examples_visited"]
     slamp = json.loads((tmp_path / "qs" / "slamp" / "summary.json").read_text())
     assert abs(slamp["density"] - 0.1) < 1e-3 and slamp["pruning"]["method"] == "slamp"
+    spikenm = load_trained(tmp_path / "qs" / "spikenm", device="cpu")
+    worst = validate_nm(spikenm.model, 2, 4)  # raises if any block of a pruned layer keeps more than 2 of 4
+    assert worst and max(worst.values()) == 2

@@ -1,7 +1,8 @@
 """The main job on the embedded digits: a dense spiking CNN, the same training with SADP data pruning,
-and the dense model pruned to 90% sparsity with SLAMP and retrained for one epoch.
+the dense model pruned to 90% sparsity with SLAMP and retrained for one epoch, and a 2:4 SpikeNM
+network learned from scratch.
 
-Each step is a normal run folder under ``out`` (``dense/``, ``sadp/``, ``slamp/``), so every figure
+Each step is a normal run folder under ``out`` (``dense/``, ``sadp/``, ``slamp/``, ``spikenm/``), so every figure
 printed can be checked with ``spikeprune eval`` / ``spikeprune profile``.
 """
 
@@ -27,10 +28,11 @@ QUICKSTART = dict(
 SADP_RATIO = 0.5
 SLAMP_SPARSITY = 0.9
 SLAMP_FINETUNE_EPOCHS = 1
+SPIKENM_PATTERN = "2:4"
 
 
 def run_quickstart(out: str | Path, epochs: int = 4, progress: bool = True, seed: int = 0) -> dict[str, Any]:
-    """Dense ``scnn`` (T=4) on ``mnist5k``, SADP (r=0.5), and SLAMP at 90% sparsity; return the summaries."""
+    """Dense ``scnn`` (T=4) on ``mnist5k``, SADP (r=0.5), SLAMP at 90% and SpikeNM 2:4; return the summaries."""
     out = Path(out)
     base = {**QUICKSTART, "epochs": epochs, "progress": progress, "seed": seed}
     dense = Trainer(make_config(base, "quickstart settings"), out / "dense").fit()
@@ -44,11 +46,16 @@ def run_quickstart(out: str | Path, epochs: int = 4, progress: bool = True, seed
         finetune_epochs=SLAMP_FINETUNE_EPOCHS,
         progress=progress,
     )
+    spikenm_config = make_config(
+        {**base, "sparsity": "nm", "nm": SPIKENM_PATTERN, "nm_method": "spikenm"}, "quickstart settings"
+    )
+    spikenm = Trainer(spikenm_config, out / "spikenm").fit()
     schedule = PruningSchedule(epochs)
     return {
         "dense": dense,
         "sadp": sadp,
         "slamp": slamp,
+        "spikenm": spikenm,
         "sadp_speedup": dense["train_seconds"] / sadp["train_seconds"],
         "sadp_theoretical_speedup": schedule.theoretical_speedup(SADP_RATIO),
     }

@@ -3,24 +3,29 @@
 Each block of M weights has M logits ``π`` (O(M) parameters per block, not one per feasible mask).
 In every training forward pass a differentiable top-N sampler draws N distinct positions:
 
-* **Hard mask** ``h``: Gumbel-top-N on ``π``, so exactly N ones per block. This is a sample of N
-  positions without replacement from ``softmax(π)``.
-* **Relaxed mask** ``s``: N successive softmaxes at temperature ``τ``. Each softmax sees the same
-  Gumbel-perturbed logits, pushed down where the previous picks landed.
+* **Hard mask** ``h``: Gumbel-top-N on ``π / τ``, so exactly N ones per block. This is a sample of N
+  positions without replacement from ``softmax(π / τ)``.
+* **Relaxed mask** ``s``: N successive softmaxes of the same Gumbel-perturbed keys, each pushed down
+  where the previous picks landed.
 * **Mask used:** ``m = h + s − stop_grad(s)``. It is binary in the forward pass, and its gradient
   reaches ``π``.
+* **Weights:** with ``dense_gradient`` (default) every weight gets the gradient of ``W ⊙ m``,
+  kept or not (as SR-STE does), so unsampled synapses keep learning and their score ``g·W`` stays
+  informative.
 
-The temperature anneals geometrically from ``tau_start`` to ``tau_end``. The logits have their own
-learning rate and no weight decay. Evaluation and deployment use ``top-N(π)``, and the last
-``freeze_epochs`` may train the weights with that mask fixed.
+The temperature anneals geometrically from ``tau_start`` to ``tau_end``. It scales the sampling
+distribution itself, not only the relaxation: early blocks explore, and as ``τ`` falls the sampled
+mask concentrates on ``top-N(π)``, the mask used for evaluation and deployment, so the weights end
+training adapted to the mask they will keep. The logits have their own learning rate and no weight
+decay. The last ``freeze_epochs`` may train the weights with the deployed mask fixed.
 
 **EID** (eligibility-inspired distillation) gives each synapse a credit, an EMA of
 ``|W_ij|·Σ_t ε_{j,t} ψ_{i,t}``. Here ``ε_{j,t} = λ ε_{j,t−1} + x_{j,t}`` is the presynaptic trace and
 ``ψ_{i,t} = σ'(h_{i,t} − θ)`` the postsynaptic surrogate derivative; for convolutions the credit is
 summed over positions (a weight-gradient-shaped computation). Per block, ``q_b = softmax(c_b / T_q)``
 (credits normalised by their layer mean), and the loss ``λ_EID · mean_b KL(q_b ‖ softmax(π_b))``
-pulls the sampling distribution towards synapses with high eligibility. The credits are refreshed
-every ``eid_every`` steps, a measured cheaper proxy.
+pulls the base distribution ``softmax(π)`` (which ``τ`` then sharpens) towards synapses with high
+eligibility. The credits are refreshed every ``eid_every`` steps, a measured cheaper proxy.
 """
 
 from __future__ import annotations
@@ -40,15 +45,19 @@ from spikeprune.sparsity.nm import check_nm, from_blocks, mask_flip_rate, nm_blo
 
 
 def gumbel_topn(logits: Tensor, n: int, tau: float, generator: torch.Generator | None = None) -> Tensor:
-    """Straight-through top-N sample per block (last dim): binary forward, relaxed gradient to ``logits``."""
+    """Straight-through top-N sample per block (last dim): binary forward, relaxed gradient to ``logits``.
+
+    The hard mask is N positions drawn without replacement from ``softmax(logits / tau)`` (Gumbel
+    top-N of ``logits / tau``); the relaxation is N successive softmaxes of the same perturbed keys.
+    """
     uniform = torch.rand(logits.shape, generator=generator, device=logits.device, dtype=logits.dtype)
     gumbel = -torch.log((-torch.log(uniform.clamp(1e-20, 1.0))).clamp_min(1e-20))
-    perturbed = logits + gumbel
-    hard = topn_block_mask(perturbed.detach(), n)
-    soft = torch.zeros_like(perturbed)
-    scores = perturbed
+    keys = logits / tau + gumbel
+    hard = topn_block_mask(keys.detach(), n)
+    soft = torch.zeros_like(keys)
+    scores = keys
     for _ in range(n):
-        p = torch.softmax(scores / tau, dim=-1)
+        p = torch.softmax(scores, dim=-1)
         soft = soft + p
         scores = scores + torch.log1p(-p.clamp(max=1.0 - 1e-6))
     return hard + (soft - soft.detach())  # x - x is exactly 0: the forward value is exactly binary
@@ -57,16 +66,19 @@ def gumbel_topn(logits: Tensor, n: int, tau: float, generator: torch.Generator |
 class _SampledNMMask(MaskHook):
     """Forward pre-hook of a SpikeNM layer: sampled mask while learning, ``top-N(π)`` otherwise."""
 
-    def __init__(self, n: int, m: int) -> None:
-        self.n, self.m = n, m
+    def __init__(self, n: int, m: int, dense_gradient: bool) -> None:
+        self.n, self.m, self.dense_gradient = n, m, dense_gradient
 
     def __call__(self, module: nn.Module, inputs) -> None:
-        logits = module.nm_logits
+        weight = module.weight_orig
         if module.training and torch.is_grad_enabled() and not module.nm_frozen:
-            blocks = gumbel_topn(logits, self.n, module.nm_tau)
+            mask = from_blocks(gumbel_topn(module.nm_logits, self.n, module.nm_tau), weight.shape)
+            if self.dense_gradient:  # value w·m; gradient g to every weight, g·w to the mask
+                module.weight = weight.detach() * mask + (weight - weight.detach())
+                return
         else:
-            blocks = topn_block_mask(logits.detach(), self.n)
-        module.weight = module.weight_orig * from_blocks(blocks, module.weight_orig.shape)
+            mask = from_blocks(topn_block_mask(module.nm_logits.detach(), self.n), weight.shape)
+        module.weight = weight * mask
 
     def cleanup(self, module: nn.Module) -> None:
         """Deployment keeps the top-N(π) mask (already in ``weight_mask``) and drops the logits."""
@@ -92,6 +104,7 @@ class SpikeNM(Sparsifier):
         eid_temperature: float = 1.0,
         eid_ema: float = 0.9,
         eid_every: int = 4,
+        dense_gradient: bool = True,
     ) -> None:
         check_nm(n, m)
         if not (tau_start > 0 and tau_end > 0 and logit_lr > 0 and eid_every >= 1 and 0 <= eid_ema < 1):
@@ -101,6 +114,7 @@ class SpikeNM(Sparsifier):
         self.n, self.m = n, m
         self.tau_start, self.tau_end, self.logit_lr, self.init = tau_start, tau_end, logit_lr, init
         self.freeze_epochs = int(freeze_epochs)
+        self.dense_gradient = bool(dense_gradient)
         self.eid_weight, self.eid_temperature, self.eid_ema, self.eid_every = (
             eid_weight,
             eid_temperature,
@@ -131,7 +145,7 @@ class SpikeNM(Sparsifier):
             module.nm_tau = self.tau
             module.nm_frozen = False
             deployed = from_blocks(topn_block_mask(module.nm_logits.detach(), self.n), weight.shape)
-            apply_mask(module, deployed, hook=_SampledNMMask(self.n, self.m))
+            apply_mask(module, deployed, hook=_SampledNMMask(self.n, self.m, self.dense_gradient))
         if self.eid_weight > 0:
             self._attach_eid(model)
 
@@ -214,13 +228,17 @@ class SpikeNM(Sparsifier):
             refresh(module)
 
     def epoch_metrics(self) -> dict[str, float]:
-        entropies = []
+        """Deployed-mask flip rate; entropies of ``softmax(π / τ)`` (what is sampled) and of ``softmax(π)``."""
+        sampled, base = [], []
         for _, module in self.layers:
-            p = torch.softmax(module.nm_logits.detach(), dim=-1)
-            entropies.append(float(-(p * torch.log(p.clamp_min(1e-12))).sum(-1).mean()))
+            logits = module.nm_logits.detach()
+            sampled.append(_entropy(logits / self.tau))
+            base.append(_entropy(logits))
+        count = max(len(self.layers), 1)
         return {
             "mask_flip_rate": mask_flip_rate(self._start, self.layers),
-            "sampling_entropy": sum(entropies) / max(len(entropies), 1),
+            "sampling_entropy": sum(sampled) / count,
+            "logit_entropy": sum(base) / count,
             "max_entropy": math.log(self.m),
             "tau": self.tau,
         }
@@ -231,6 +249,12 @@ class SpikeNM(Sparsifier):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.credits = dict(state.get("credits", {}))
         self._steps = int(state.get("steps", 0))
+
+
+def _entropy(logits: Tensor) -> float:
+    """Mean entropy (nats) of the per-block softmax."""
+    p = torch.softmax(logits, dim=-1)
+    return float(-(p * torch.log(p.clamp_min(1e-12))).sum(-1).mean())
 
 
 class _CaptureInput:
