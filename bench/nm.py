@@ -103,7 +103,7 @@ def step_times(dataset: str, patterns: tuple[str, ...], repeats: int, examples: 
     Each contender is a real Trainer on the same first ``examples`` training examples; one call is a whole
     epoch of the one training loop (forward, loss, sparsifier hooks, backward, optimizer step).
     """
-    train, test = build_dataset(dataset, None, 0)
+    train, test = build_dataset(dataset, seed=0)
     subset = IndexedDataset(train.data[:examples], train.targets[:examples], train.info)
     base = {**SETTINGS[dataset], "dataset": dataset, "seed": 0, "progress": False, "epochs": 1000}
     contenders = {"dense": {}} | {f"{p} {m}": _sparsity(p, m) for p in patterns for m in TRAINED}

@@ -17,7 +17,7 @@ SMALL = dict(
 
 def _cli(*args, cwd):
     return subprocess.run(
-        [sys.executable, "-m", "spikeprune.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=300
+        [sys.executable, "-m", "spikeprune.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=900
     )
 
 

@@ -95,6 +95,44 @@ def compute_masks(
     return criterion(weights, sparsity), None
 
 
+def prune_model(
+    model: nn.Module,
+    method: str,
+    sparsity: float = 0.0,
+    *,
+    nm: str | None = None,
+    batches: list[torch.Tensor] | None = None,
+    exclude_first: bool = False,
+    exclude_last: bool = False,
+    slamp_power: float = 2.0,
+    recalibrate_bn: bool = True,
+) -> tuple[dict[str, torch.Tensor], dict[str, float] | None]:
+    """One-shot pruning of a model object (any model, also an adapted SpikingJelly/snnTorch one).
+
+    Computes the masks with ``method`` (``nm-magnitude`` with ``nm="2:4"`` for one-shot N:M),
+    attaches them and, with ``batches`` (model inputs; SLAMP calibrates on them), re-estimates
+    BatchNorm statistics. Returns ``(masks, temporal factors or None)``; retrain with
+    ``Trainer(..., model=model, sparsifier=FixedMasks(masks))`` and call ``finalize(model)`` after.
+    """
+    if method not in METHODS:
+        raise SpikepruneError(f"unknown pruning method {method!r}; choose one of {', '.join(METHODS)}")
+    layers = prunable_layers(model, exclude_first=exclude_first, exclude_last=exclude_last)
+    factors = None
+    if method == "nm-magnitude":
+        if nm is None:
+            raise SpikepruneError("method nm-magnitude needs an N:M pattern, e.g. nm='2:4'")
+        n, m = parse_nm(nm)
+        masks = {
+            name: magnitude_nm_mask(effective_weight(mod), n, m) for name, mod in nm_layers(model, m, layers=layers)
+        }
+    else:
+        masks, factors = compute_masks(model, layers, method, sparsity, batches=batches, slamp_power=slamp_power)
+    attach_masks(model, masks)
+    if recalibrate_bn and batches:
+        recalibrate_batchnorm(model, batches)
+    return masks, factors
+
+
 def _stage(report: ProfileReport) -> dict[str, Any]:
     return {
         "accuracy": report.totals.get("accuracy"),
@@ -135,13 +173,11 @@ def prune_run(
         raise SpikepruneError(f"{out} is not empty; choose a new --out for the pruned run")
     source = load_trained(checkpoint, device=device)
     model = finalize(source.model)
-    layers = prunable_layers(model, exclude_first=exclude_first, exclude_last=exclude_last)
     pattern = None
     if method == "nm-magnitude":
         if nm is None:
             raise SpikepruneError("method nm-magnitude needs an N:M pattern, e.g. nm='2:4'")
         pattern = parse_nm(nm)
-        layers = nm_layers(model, pattern[1], layers=layers)
         rounds = 1
     batches = calibration_batches(source, calibration)
 
@@ -159,13 +195,17 @@ def prune_run(
     factors = None
     for index in range(rounds):
         target = 1.0 - (1.0 - sparsity) ** ((index + 1) / rounds)
-        if pattern is not None:
-            masks = {name: magnitude_nm_mask(effective_weight(mod), *pattern) for name, mod in layers}
-        else:
-            masks, factors = compute_masks(model, layers, method, target, batches=batches, slamp_power=slamp_power)
-        attach_masks(model, masks)
-        if recalibrate_bn:
-            recalibrate_batchnorm(model, batches)
+        masks, factors = prune_model(
+            model,
+            method,
+            target,
+            nm=nm,
+            batches=batches,
+            exclude_first=exclude_first,
+            exclude_last=exclude_last,
+            slamp_power=slamp_power,
+            recalibrate_bn=recalibrate_bn,
+        )
         if index == rounds - 1:
             stages["after_prune"] = _stage(measure())
             break
@@ -174,7 +214,8 @@ def prune_run(
                 update={"epochs": per_round[index], "progress": progress, "profile": False}
             )
             Trainer(config, None, model=model, sparsifier=FixedMasks(masks)).fit()
-    final_masks = {name: module.weight_mask.clone() for name, module in layers}
+    modules = dict(model.named_modules())
+    final_masks = {name: modules[name].weight_mask.clone() for name in masks}
     out.mkdir(parents=True, exist_ok=True)
     finalize(model)
     save_tensor_groups(out / INIT_NAME, {"model": model.state_dict(), "mask": final_masks})
@@ -199,7 +240,7 @@ def prune_run(
         "nm": nm,
         "rounds": rounds,
         "finetune_epochs": finetune_epochs,
-        "layers": [name for name, _ in layers],
+        "layers": list(final_masks),
         "layer_density": {name: float(mask.mean()) for name, mask in final_masks.items()},
         "temporal_factors": factors,
         "slamp_power": slamp_power if method == "slamp" else None,

@@ -1,0 +1,143 @@
+"""NIR export round trip (nirtorch), `spikeprune export`, and NeuroBench-style static figures."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from spikeprune.cli import export
+from spikeprune.errors import SpikepruneError
+from spikeprune.interop import TimeWrapper, adapt
+from spikeprune.interop.nir import export_nir, read_nir, run_nir
+from spikeprune.metrics import neurobench, profile
+from spikeprune.models import build_model
+from spikeprune.sparsity import attach_masks, effective_weight, finalize, global_magnitude, masks_of, prunable_layers
+from spikeprune.sparsity.nm import magnitude_nm_mask
+from spikeprune.train import Trainer, load_trained, make_config
+
+nir = pytest.importorskip("nir")
+pytest.importorskip("nirtorch")
+
+T = 4
+
+
+def trained_statistics(model: nn.Module, shape: tuple[int, ...]) -> nn.Module:
+    """Give BatchNorm non-trivial running statistics, so that folding it is really tested."""
+    torch.manual_seed(1)
+    model.train()
+    with torch.no_grad():
+        for _ in range(4):
+            model(torch.rand(32, *shape) * 3)
+    return model.eval()
+
+
+def pruned(name: str, shape: tuple[int, ...], nm: bool, **options) -> nn.Module:
+    torch.manual_seed(0)
+    model = trained_statistics(build_model(name, input_shape=shape, timesteps=T, **options), shape)
+    layers = prunable_layers(model)
+    weights = {n: effective_weight(m) for n, m in layers}
+    if nm:
+        masks = {n: magnitude_nm_mask(w, 2, 4) for n, w in weights.items() if w.shape[1] % 4 == 0}
+    else:
+        masks = global_magnitude(weights, 0.7)
+    attach_masks(model, masks)
+    return model
+
+
+@pytest.mark.parametrize(
+    "name,shape,nm,options",
+    [
+        ("mlp", (1, 8, 8), False, {"hidden": (32, 32)}),
+        ("scnn1d", (1, 40), True, {"channels": 8, "hidden": 16}),
+        ("mlp", (1, 8, 8), True, {"hidden": (32,), "neuron": "if"}),
+    ],
+)
+def test_nir_round_trip_gives_the_same_outputs(name, shape, nm, options, tmp_path):
+    model = pruned(name, shape, nm, **options)
+    masks = masks_of(model)
+    path = tmp_path / "model.nir"
+    graph = export_nir(model, path, nm=(2, 4) if nm else None)
+    assert masks_of(model).keys() == masks.keys()  # the model itself keeps its masks
+
+    # masks folded: zeros in the weight arrays exactly where the mask is 0; pattern in the metadata
+    read = nir.read(path)
+    nodes = {key.replace("_", "."): node for key, node in read.nodes.items()}
+    for layer, mask in masks.items():
+        node = nodes[layer]
+        weight = np.asarray(node.weight)
+        assert np.array_equal(weight == 0, mask.numpy() == 0)
+        assert node.metadata["nonzeros"] == int(mask.sum())
+        assert node.metadata["density"] == pytest.approx(float(mask.mean()))
+        assert node.metadata["sparsity_pattern"] == ("N:M" if nm else "unstructured")
+        if nm:
+            assert (node.metadata["nm_n"], node.metadata["nm_m"]) == (2, 4)
+    assert float(read.metadata["dt"]) == pytest.approx(1e-4) and int(read.metadata["timesteps"]) == T
+    assert {type(node).__name__ for node in graph.nodes.values()} >= {"Input", "Output", "Affine"}
+
+    # nirtorch reads it back into a torch module that, stepped T times, gives the same logits
+    module = read_nir(path)
+    torch.manual_seed(2)
+    x = torch.rand(64, *shape) * 3
+    with torch.no_grad():
+        expected = model(x)
+    got = run_nir(module, x, T)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    assert torch.equal(got.argmax(1), expected.argmax(1))
+    assert expected.std() > 0  # the network is not silent
+
+
+def test_nir_export_names_what_it_cannot_represent(tmp_path):
+    with pytest.raises(SpikepruneError, match="no NIR equivalent.*max pooling"):
+        export_nir(build_model("scnn", input_shape=(1, 8, 8)))
+    with pytest.raises(SpikepruneError, match="soft"):
+        export_nir(build_model("mlp", input_shape=(1, 8, 8), v_reset=None))
+    with pytest.raises(SpikepruneError, match="spikeprune models"):
+        export_nir(nn.Linear(3, 3))
+    with pytest.raises(SpikepruneError, match="does not exist"):
+        export_nir(build_model("mlp", input_shape=(1, 8, 8)), tmp_path / "missing" / "m.nir")
+
+
+def test_cli_export_of_a_spikenm_run(tmp_path):
+    run = tmp_path / "run"
+    settings = dict(dataset="digits", model="mlp", model_options={"hidden": [32]}, timesteps=2, epochs=1)
+    Trainer(make_config({**settings, "sparsity": "nm", "nm": "2:4", "progress": False}), run).fit()
+    out = tmp_path / "model.nir"
+    command = [sys.executable, "-m", "spikeprune.cli", "export", "--checkpoint", str(run), "--format", "nir"]
+    done = subprocess.run([*command, "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "2:4 N:M" in done.stdout and out.is_file()
+    graph = nir.read(out)
+    patterns = [node.metadata["sparsity_pattern"] for node in graph.nodes.values() if "weights" in node.metadata]
+    assert patterns == ["N:M", "N:M"]
+    model = finalize(load_trained(run, device="cpu").model).eval()
+    x = torch.rand(16, 1, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(run_nir(read_nir(out), x, 2), model(x), rtol=1e-5, atol=1e-5)
+    with pytest.raises(SpikepruneError, match="unknown export format 'onnx'"):
+        export(checkpoint=run, format="onnx", out=None)
+
+
+def snntorch_model() -> nn.Module:
+    snn = pytest.importorskip("snntorch")
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), snn.Leaky(beta=0.9, init_hidden=True), nn.Linear(32, 10))
+    return TimeWrapper(adapt(net), T, input_shape=(1, 8, 8))
+
+
+@pytest.mark.parametrize("which", ["spikeprune", "snntorch"])
+def test_neurobench_figures_equal_the_profile_after_finalize(which):
+    model = snntorch_model() if which == "snntorch" else build_model("mlp", input_shape=(1, 8, 8), hidden=(32, 32))
+    attach_masks(model, global_magnitude({n: effective_weight(m) for n, m in prunable_layers(model)}, 0.6))
+    finalize(model)
+    data = TensorDataset(torch.rand(8, 1, 8, 8), torch.zeros(8, dtype=torch.long))
+    totals = profile(model, data).totals
+    sparsity = neurobench.connection_sparsity(model)
+    assert sparsity == pytest.approx(1.0 - totals["density"], abs=1e-12)
+    assert sparsity == pytest.approx(0.6, abs=1e-3)
+    assert neurobench.footprint(model) == totals["footprint_dense_bytes"]
