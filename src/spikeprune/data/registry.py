@@ -4,16 +4,22 @@ A dataset is registered by decorating its loader with `register_dataset`. The lo
 returns plain tensors (`SplitTensors`); the registry caches them in-process, so building
 the same dataset again (another run in the same process, a sweep) costs nothing, and
 wraps them in fresh `IndexedDataset`s with their own epoch and augmentation state.
+
+A loader may take keyword-only options after `(root, seed)` (event datasets take the number of
+time bins, the frame size, ...); `build_dataset(..., options={...})` passes them and they are part
+of the cache key.
 """
 
 from __future__ import annotations
 
+import inspect
+import json
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from torch import Tensor
 
@@ -28,6 +34,7 @@ __all__ = [
     "build_dataset",
     "clear_cache",
     "dataset_info",
+    "dataset_options",
     "list_datasets",
     "register_dataset",
 ]
@@ -42,7 +49,7 @@ class SplitTensors(NamedTuple):
     test_y: Tensor
 
 
-Loader = Callable[[Path | None, int], SplitTensors]
+Loader = Callable[..., SplitTensors]  # load(root, seed, **options)
 RootResolver = Callable[[Path | None], Path]
 
 
@@ -53,11 +60,18 @@ class _Entry:
     resolve_root: RootResolver | None
     seed_changes_split: bool
     train_augment: Callable[[], Augmentation] | None
+    options: dict[str, Any]  # keyword-only options of the loader and their defaults
 
 
 _REGISTRY: dict[str, _Entry] = {}
-_CACHE: dict[tuple[str, Path | None, int | None], SplitTensors] = {}
-_CACHE_LOCK = threading.Lock()
+_CACHE: dict[tuple[str, Path | None, int | None, str], SplitTensors] = {}
+_CACHE_LOCK = threading.RLock()  # re-entrant: a loader may build the dataset it derives from
+
+
+def _keyword_options(load: Loader) -> dict[str, Any]:
+    """The keyword-only parameters of a loader (the options it accepts) and their defaults."""
+    parameters = inspect.signature(load).parameters.values()
+    return {p.name: p.default for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY}
 
 
 def register_dataset(
@@ -67,7 +81,7 @@ def register_dataset(
     seed_changes_split: bool = True,
     train_augment: Callable[[], Augmentation] | None = None,
 ) -> Callable[[Loader], Loader]:
-    """Decorator that registers `load(root, seed) -> SplitTensors` under `info.name`.
+    """Decorator that registers `load(root, seed, **options) -> SplitTensors` under `info.name`.
 
     - `resolve_root`: for datasets read from user files, maps the user's `root` (or None)
       to the folder to read; it runs before the cache lookup so the cache key is the real
@@ -82,7 +96,8 @@ def register_dataset(
     def decorate(load: Loader) -> Loader:
         if info.name in _REGISTRY:
             raise SpikepruneError(f"dataset {info.name!r} is registered twice; pick another name")
-        _REGISTRY[info.name] = _Entry(info, load, resolve_root, seed_changes_split, train_augment)
+        entry = _Entry(info, load, resolve_root, seed_changes_split, train_augment, _keyword_options(load))
+        _REGISTRY[info.name] = entry
         return load
 
     return decorate
@@ -111,6 +126,11 @@ def dataset_info(name: str) -> DatasetInfo:
     return _entry(name).info
 
 
+def dataset_options(name: str) -> tuple[str, ...]:
+    """The option names `build_dataset(name, options=...)` accepts."""
+    return tuple(_entry(name).options)
+
+
 def clear_cache() -> None:
     """Forget every loaded dataset (frees memory; the next build loads from scratch)."""
     with _CACHE_LOCK:
@@ -123,12 +143,14 @@ def build_dataset(
     root: str | Path | None = None,
     seed: int = 0,
     augment: bool = True,
+    options: Mapping[str, Any] | None = None,
 ) -> tuple[IndexedDataset, IndexedDataset]:
     """Load dataset `name` and return `(train, test)` `IndexedDataset`s.
 
     `root` is where user-provided files live (ignored by datasets that ship with a
     package). `seed` picks the split for datasets that need one and keys the training
-    augmentation. `augment=False` turns the default training augmentation off.
+    augmentation. `augment=False` turns the default training augmentation off. `options`
+    are the loader's own settings (see `dataset_options(name)`).
     """
     entry = _entry(name)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
@@ -138,17 +160,29 @@ def build_dataset(
     if root is not None and not isinstance(root, (str, os.PathLike)):
         raise SpikepruneError(f"root must be a path (str or Path), got {root!r}")
 
+    options = dict(options or {})
+    unknown = sorted(set(options) - set(entry.options))
+    if unknown:
+        accepted = ", ".join(entry.options) if entry.options else "none"
+        raise SpikepruneError(
+            f"dataset {entry.info.name!r} does not take option(s) {', '.join(map(repr, unknown))}; "
+            f"its options: {accepted}"
+        )
+
     folder = None
     if entry.resolve_root is not None:
         folder = entry.resolve_root(None if root is None else Path(root))
-    key = (entry.info.name, folder, seed if entry.seed_changes_split else None)
+    option_key = json.dumps({**entry.options, **options}, sort_keys=True, default=str)  # defaults spelt out or not
+    key = (entry.info.name, folder, seed if entry.seed_changes_split else None, option_key)
     with _CACHE_LOCK:
         splits = _CACHE.get(key)
         if splits is None:
-            splits = entry.load(folder, seed)
+            splits = entry.load(folder, seed, **options)
             _CACHE[key] = splits
 
     info = replace(entry.info, train_size=splits.train_y.shape[0], test_size=splits.test_y.shape[0])
+    if entry.info.event_frames:  # T and the frame size follow the options
+        info = replace(info, input_shape=tuple(splits.train_x.shape[1:]))
     train_augment = entry.train_augment() if augment and entry.train_augment is not None else None
     train = IndexedDataset(splits.train_x, splits.train_y, info, augment=train_augment, seed=seed)
     test = IndexedDataset(splits.test_x, splits.test_y, info, augment=None, seed=seed)

@@ -4,6 +4,11 @@ A model takes either a static batch ``[B, *input_shape]`` (encoded to ``[T, B, .
 encoder) or an already time-first sequence ``[T, B, *input_shape]`` (event frames), runs its
 layers on ``[T, B, ...]`` and returns logits ``z = mean_t(W s_t + b)`` of shape ``[B, classes]``.
 
+Event datasets give batches of frame sequences ``[B, T, C, H, W]``; a model built for them has
+``encoder="frames"`` and ``input_shape=(T, C, H, W)`` (the dataset's), so every caller that feeds
+dataset batches (trainer, profiler, pruning calibration) works unchanged: the encoder only swaps
+B and T, and the layers are sized from ``step_shape = (C, H, W)``.
+
 With the ``direct`` encoder the first synaptic layer and its norm see the same input at every step,
 so they run once on ``[B, ...]`` and the result is repeated over T (T times less work, same values).
 """
@@ -86,6 +91,14 @@ class SpikingNetwork(nn.Module):
         self.input_shape = tuple(input_shape)
         self.num_classes = int(num_classes)
         self.timesteps = options.timesteps
+        self.step_shape = self.input_shape
+        if options.encoder == "frames":
+            if len(self.input_shape) < 2 or self.input_shape[0] != options.timesteps:
+                raise SpikepruneError(
+                    f"encoder 'frames' needs input_shape (T, C, ...) with T equal to timesteps={options.timesteps}, "
+                    f"got {self.input_shape}; build the event data with as many time bins as the model's timesteps"
+                )
+            self.step_shape = self.input_shape[1:]
         self.encoder = build_encoder(options.encoder, options.timesteps)
         self.stem: nn.Module = nn.Identity()
         self.body: nn.Module = nn.Identity()
@@ -98,12 +111,19 @@ class SpikingNetwork(nn.Module):
                 y = y.unsqueeze(0).expand(self.timesteps, *y.shape)
             else:
                 y = self._stem_per_step(self.encoder(x))
-        elif x.dim() == static + 1:
+        elif x.dim() == static + 1 and self.options.encoder != "frames":
+            if x.shape[0] != self.timesteps:
+                raise SpikepruneError(
+                    f"{type(self).__name__} got a sequence of T={x.shape[0]} steps but was built with "
+                    f"timesteps={self.timesteps}; build it with timesteps={x.shape[0]} or bin the data into "
+                    f"{self.timesteps} frames"
+                )
             y = self._stem_per_step(x)
         else:
+            sequence = "" if self.options.encoder == "frames" else " or [T, B, ...]"
             raise SpikepruneError(
-                f"{type(self).__name__} expects input [B, {', '.join(map(str, self.input_shape))}] "
-                f"or [T, B, ...], got shape {tuple(x.shape)}"
+                f"{type(self).__name__} expects input [B, {', '.join(map(str, self.input_shape))}]{sequence}, "
+                f"got shape {tuple(x.shape)}"
             )
         return self.body(y).mean(0)
 

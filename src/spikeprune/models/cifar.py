@@ -32,7 +32,7 @@ class SpikingVGG(SpikingNetwork):
         spec = list(VGG_LAYOUTS[layout])
         first = spec.pop(0)
         self.stem = nn.Sequential(
-            nn.Conv2d(input_shape[0], first, 3, padding=1, bias=False), options.batch_norm(first, 2)
+            nn.Conv2d(self.step_shape[0], first, 3, padding=1, bias=False), options.batch_norm(first, 2)
         )
         layers: list[nn.Module] = [options.neuron_module(first)]
         channels = first
@@ -81,7 +81,7 @@ class SpikingResNet(SpikingNetwork):
     ) -> None:
         super().__init__(options, input_shape, num_classes)
         self.stem = nn.Sequential(
-            nn.Conv2d(input_shape[0], stem_width, 3, padding=1, bias=False), options.batch_norm(stem_width, 2)
+            nn.Conv2d(self.step_shape[0], stem_width, 3, padding=1, bias=False), options.batch_norm(stem_width, 2)
         )
         layers: list[nn.Module] = [options.neuron_module(stem_width)]
         channels = stem_width

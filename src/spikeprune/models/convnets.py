@@ -20,7 +20,7 @@ class SCNN(SpikingNetwork):
         hidden: int = 128,
     ) -> None:
         super().__init__(options, input_shape, num_classes)
-        c_in, height, width = input_shape
+        c_in, height, width = self.step_shape
         c1, c2 = channels
         self.stem = nn.Sequential(nn.Conv2d(c_in, c1, 3, padding=1, bias=False), options.batch_norm(c1, 2))
         flat = c2 * (height // 4) * (width // 4)
@@ -46,7 +46,7 @@ class SCNN1d(SpikingNetwork):
         hidden: int = 128,
     ) -> None:
         super().__init__(options, input_shape, num_classes)
-        c_in, length = input_shape
+        c_in, length = self.step_shape
         self.stem = nn.Sequential(nn.Conv1d(c_in, channels, 5, padding=2, bias=False), options.batch_norm(channels, 1))
         flat = channels * (((length + 1) // 2 + 1) // 2)
         self.body = nn.Sequential(
@@ -73,7 +73,7 @@ class MLP(SpikingNetwork):
     ) -> None:
         super().__init__(options, input_shape, num_classes)
         features = 1
-        for size in input_shape:
+        for size in self.step_shape:
             features *= size
         self.stem = nn.Sequential(
             nn.Flatten(), nn.Linear(features, hidden[0], bias=False), options.batch_norm(hidden[0], 1)

@@ -1,6 +1,6 @@
 """The SNN substrate: multi-step neurons, surrogates, norms, encoders and time-folded layers."""
 
-from spikeprune.snn.encoding import DirectEncoder, Encoder, LatencyEncoder, RateEncoder, build_encoder
+from spikeprune.snn.encoding import DirectEncoder, Encoder, FramesEncoder, LatencyEncoder, RateEncoder, build_encoder
 from spikeprune.snn.layers import PerStep
 from spikeprune.snn.neurons import IF, LIF, PLIF, SpikingNeuron, build_neuron
 from spikeprune.snn.norm import MembraneBatchNorm, TdBatchNorm
@@ -10,6 +10,7 @@ __all__ = [
     "ATan",
     "DirectEncoder",
     "Encoder",
+    "FramesEncoder",
     "IF",
     "LIF",
     "LatencyEncoder",

@@ -1,10 +1,12 @@
-"""Encoders: turn a static input ``[B, ...]`` into a time-first sequence ``[T, B, ...]``.
+"""Encoders: turn a batch of examples ``[B, ...]`` into a time-first sequence ``[T, B, ...]``.
 
 * ``direct``: repeat the analogue input at every step (the first layer sees real values; the
   default in the SNN literature for images).
 * ``rate``: Bernoulli spikes with probability equal to the intensity (clipped to [0, 1]).
 * ``latency``: one spike per input at step ``round((1 − x)·(T − 1))``; brighter fires earlier,
   zero never fires.
+* ``frames``: the examples already are sequences (event frames ``[B, T, C, H, W]``, as a data
+  loader stacks them); only the two leading axes swap. T must equal the model's ``timesteps``.
 """
 
 from __future__ import annotations
@@ -47,7 +49,22 @@ class LatencyEncoder(Encoder):
         return ((steps == when.unsqueeze(0)) & (x > 0).unsqueeze(0)).to(x.dtype)
 
 
-ENCODERS: dict[str, type[Encoder]] = {"direct": DirectEncoder, "rate": RateEncoder, "latency": LatencyEncoder}
+class FramesEncoder(Encoder):
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() < 3 or x.shape[1] != self.timesteps:
+            raise SpikepruneError(
+                f"the frames encoder expects a batch of frame sequences [B, T={self.timesteps}, ...], got shape "
+                f"{tuple(x.shape)}; build the data with as many time bins as the model's timesteps"
+            )
+        return x.transpose(0, 1)
+
+
+ENCODERS: dict[str, type[Encoder]] = {
+    "direct": DirectEncoder,
+    "rate": RateEncoder,
+    "latency": LatencyEncoder,
+    "frames": FramesEncoder,
+}
 
 
 def build_encoder(name: str, timesteps: int) -> Encoder:

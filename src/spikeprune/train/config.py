@@ -18,6 +18,9 @@ class TrainConfig(BaseModel):
 
     dataset: str = "mnist5k"
     data_root: str | None = None
+    data_options: dict[str, Any] = Field(
+        default_factory=dict, description="options of the dataset's loader (event data: bin_by, size, ...)"
+    )
     augment: bool = True
     model: str = "scnn"
     model_options: dict[str, Any] = Field(default_factory=dict)

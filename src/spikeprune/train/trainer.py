@@ -22,7 +22,7 @@ import yaml
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from spikeprune.data import build_dataset
+from spikeprune.data import build_dataset, dataset_info
 from spikeprune.datapruning import DataPruner, EpochPlan, StepStats, build_data_pruner
 from spikeprune.errors import SpikepruneError
 from spikeprune.io import atomic_write_json
@@ -82,6 +82,14 @@ def build_sparsifier(config: TrainConfig, masks: dict[str, Tensor]) -> Sparsifie
     return Sparsifier()
 
 
+def data_options(config: TrainConfig) -> dict[str, Any]:
+    """The dataset options of a run: ``data_options``, plus T for event frames (the model's ``timesteps``)."""
+    options = dict(config.data_options)
+    if dataset_info(config.dataset).event_frames:
+        options.setdefault("timesteps", config.timesteps)
+    return options
+
+
 def _batch_count(examples: int, batch_size: int) -> int:
     """Batches per rank; a trailing batch of one example is merged into the previous one."""
     count = math.ceil(examples / batch_size)
@@ -138,7 +146,11 @@ class Trainer:
             torch.cuda.set_device(self.device)
         if train_set is None or test_set is None:
             built_train, built_test = build_dataset(
-                config.dataset, root=config.data_root, seed=config.seed, augment=config.augment
+                config.dataset,
+                root=config.data_root,
+                seed=config.seed,
+                augment=config.augment,
+                options=data_options(config),
             )
             train_set = train_set if train_set is not None else built_train
             test_set = test_set if test_set is not None else built_test
@@ -146,11 +158,17 @@ class Trainer:
         if model is None:
             torch.manual_seed(config.seed)
             info = getattr(train_set, "info", None)
+            kwargs = config.model_kwargs()
+            if info is not None and info.event_frames and kwargs.setdefault("encoder", "frames") != "frames":
+                raise SpikepruneError(
+                    f"dataset {info.name!r} gives event frames [T, 2, H, W]; models read them with encoder "
+                    f"'frames', not {kwargs['encoder']!r}: remove 'encoder' from model_options"
+                )
             model = build_model(
                 config.model,
                 input_shape=info.input_shape if info else None,
                 num_classes=info.num_classes if info else 10,
-                **config.model_kwargs(),
+                **kwargs,
             )
         masks: dict[str, Tensor] = {}
         if config.init_from is not None:

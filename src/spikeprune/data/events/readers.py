@@ -1,0 +1,125 @@
+"""Readers for the event-file formats of the real datasets, on top of ``tonic.io``.
+
+Each reader returns a validated, time-ordered ``EVENT_DTYPE`` stream, or raises
+``EventFileError`` naming the file: tonic's readers silently drop the bytes of a truncated last
+event and fail with assorted exceptions on other damage, so sizes and contents are checked here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from spikeprune.data.events.stream import (
+    EVENT_DTYPE,
+    EventFileError,
+    as_events,
+    check_coordinates,
+    check_events,
+    make_events,
+)
+from spikeprune.errors import SpikepruneError
+
+NMNIST_EVENT_BYTES = 5
+AEDAT2_EVENT_BYTES = 8  # big-endian uint32 address, uint32 timestamp
+DVS128_SIZE = (128, 128)
+
+
+def read_nmnist_bin(path: Path, sensor_size: tuple[int, int] = (34, 34)) -> np.ndarray:
+    """An N-MNIST ``.bin`` file: 5 bytes per event (x, y, polarity bit + 23-bit time), read by tonic."""
+    from tonic.io import read_mnist_file
+
+    size = _size(path)
+    if size % NMNIST_EVENT_BYTES:
+        raise EventFileError(
+            f"{path} is truncated or not an N-MNIST file: {size} bytes is not a whole number of "
+            f"{NMNIST_EVENT_BYTES}-byte events; replace it with the original"
+        )
+    events = _call_reader(read_mnist_file, path, "N-MNIST .bin", str(path), dtype=EVENT_DTYPE)
+    return check_events(events, sensor_size, path)
+
+
+def read_aedat2_dvs128(path: Path) -> np.ndarray:
+    """A DVS128 AEDAT 2.0 file (the original CIFAR10-DVS release), header and events read by tonic.
+
+    Addresses decode as in SpikingJelly's CIFAR10-DVS reader, so frames match what most CIFAR10-DVS
+    code sees: ``x = 127 - address[8:15]``, ``y = 127 - address[1:8]``, ON where bit 0 is 0.
+    """
+    from tonic.io import get_aer_events_from_file, read_aedat_header_from_file
+
+    size = _size(path)
+    version, start = _call_reader(read_aedat_header_from_file, path, "AEDAT", str(path))[:2]
+    if not 2 <= version < 3:
+        raise EventFileError(
+            f"{path} is AEDAT {version}, expected AEDAT 2.0 (the original CIFAR10-DVS release); "
+            "replace it with the original file"
+        )
+    if (size - start) % AEDAT2_EVENT_BYTES:
+        raise EventFileError(
+            f"{path} is truncated: {size - start} bytes of events is not a whole number of "
+            f"{AEDAT2_EVENT_BYTES}-byte events; replace it with the original"
+        )
+    raw = _call_reader(get_aer_events_from_file, path, "AEDAT 2.0", str(path), version, start)
+    address = raw["address"].astype(np.int64)
+    events = make_events(
+        127 - ((address >> 8) & 0x7F),
+        127 - ((address >> 1) & 0x7F),
+        raw["timeStamp"].astype(np.int64),
+        (address & 1) == 0,
+    )
+    return check_events(events, DVS128_SIZE, path)
+
+
+def read_aedat4(path: Path) -> np.ndarray:
+    """An AEDAT4 file (tonic's re-release of CIFAR10-DVS), read by ``tonic.io.read_aedat4``."""
+    try:
+        import aedat  # noqa: F401  (tonic's AEDAT4 reader needs it)
+    except ImportError:
+        raise SpikepruneError(
+            f"{path} is an AEDAT4 file; reading it needs the aedat package: pip install aedat"
+        ) from None
+    from tonic.io import read_aedat4 as tonic_read_aedat4
+
+    raw = _call_reader(tonic_read_aedat4, path, "AEDAT4", str(path))
+    raw = raw.copy()
+    raw.dtype.names = ("t", "x", "y", "p")  # the decoder's field order, named as tonic's CIFAR10DVS does
+    return check_events(as_events(raw, path), DVS128_SIZE, path)
+
+
+def read_gesture_npy(path: Path) -> np.ndarray:
+    """A sample of tonic's DVS128 Gesture release: ``.npy`` rows (x, y, p, t in ms), read without pickle."""
+    try:
+        rows = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as error:
+        raise EventFileError(
+            f"{path} is truncated or not a .npy array ({error}); replace it with the original"
+        ) from None
+    if rows.ndim != 2 or rows.shape[1] != 4 or not np.issubdtype(rows.dtype, np.number):
+        raise EventFileError(
+            f"{path} holds a {rows.dtype} array of shape {rows.shape}; DVS Gesture samples are numeric rows "
+            "(x, y, p, t in ms); replace it with the original"
+        )
+    if not np.isfinite(rows).all():
+        raise EventFileError(f"{path} holds NaN or infinite values; replace it with the original")
+    check_coordinates(rows[:, 0], rows[:, 1], DVS128_SIZE, path)  # before the cast to int16 could wrap them
+    events = make_events(rows[:, 0], rows[:, 1], np.round(rows[:, 3] * 1000), rows[:, 2] > 0)
+    return check_events(events, DVS128_SIZE, path)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError as error:
+        raise EventFileError(f"cannot read event file {path}: {error}") from None
+
+
+def _call_reader(reader, path: Path, kind: str, *args, **kwargs):
+    """Run a tonic reader, turning whatever it raises on a damaged file into one clear error."""
+    try:
+        return reader(*args, **kwargs)
+    except Exception as error:
+        raise EventFileError(
+            f"{path} could not be read as {kind} ({type(error).__name__}: {error}); "
+            "the file is damaged or in another format, replace it with the original"
+        ) from None
