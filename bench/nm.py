@@ -367,12 +367,24 @@ def render(
     return "\n".join(lines)
 
 
-def plot(table: list[dict], datasets: list[str], patterns: tuple[str, ...], path: Path) -> None:
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _save(fig, path: Path) -> None:
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    _pyplot().close(fig)
+
+
+def plot(table: list[dict], datasets: list[str], patterns: tuple[str, ...], path: Path) -> None:
+    plt = _pyplot()
     fig, axes = plt.subplots(1, len(datasets), figsize=(6 * len(datasets), 4), squeeze=False)
     for ax, dataset in zip(axes[0], datasets, strict=True):
         rows = [r for r in table if r["dataset"] == dataset]
@@ -388,19 +400,12 @@ def plot(table: list[dict], datasets: list[str], patterns: tuple[str, ...], path
         ax.set_xlabel("N:M pattern")
         ax.set_ylabel("test accuracy")
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_dynamics(rows: list[dict], datasets: list[str], path: Path) -> None:
     """Mask flip rate and sampling entropy per epoch (seed means) of SpikeNM with and without EID."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     fig, axes = plt.subplots(2, len(datasets), figsize=(6 * len(datasets), 7), squeeze=False)
     for column, dataset in enumerate(datasets):
         for row_index, key in enumerate(("mask_flip_rates", "sampling_entropy")):
@@ -417,10 +422,7 @@ def plot_dynamics(rows: list[dict], datasets: list[str], path: Path) -> None:
             ax.set_title(f"{dataset}: {'mask flip rate' if row_index == 0 else 'sampling entropy (nats)'}")
             ax.set_xlabel("epoch")
             ax.legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
 
 
 if __name__ == "__main__":

@@ -183,3 +183,17 @@ def test_spikenm_forward_is_masked_and_gradients_flow(dense_gradient):
     assert layer.nm_logits.grad is not None and layer.nm_logits.grad.abs().sum() > 0
     unkept_grad = (layer.weight_orig.grad * (1 - kept)).abs().sum()
     assert (unkept_grad > 0) if dense_gradient else (unkept_grad == 0)
+
+
+def test_finalize_deploys_the_current_logits():
+    """Masks are written lazily (epoch end); finalize must still deploy top-N of the logits as they are now."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 3))
+    SpikeNM(2, 4).attach(model)
+    layer = model[0]
+    with torch.no_grad():
+        layer.nm_logits.copy_(torch.randn_like(layer.nm_logits))  # the logits moved; no epoch has ended
+    mask = from_blocks(topn_block_mask(layer.nm_logits.detach(), 2), layer.weight_orig.shape)
+    expected = layer.weight_orig.detach() * mask
+    finalize(model)
+    assert torch.equal(layer.weight.detach(), expected)

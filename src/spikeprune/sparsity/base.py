@@ -30,6 +30,9 @@ class Sparsifier:
     def after_step(self) -> None:
         """After the optimizer step (masks can be re-applied here)."""
 
+    def on_epoch_end(self) -> None:
+        """After the epoch's last step, before its metrics, evaluation and checkpoint (lazy state is settled here)."""
+
     def epoch_metrics(self) -> dict[str, float]:
         """Figures for the epoch log (e.g. mask flip rate), read at the end of each epoch."""
         return {}

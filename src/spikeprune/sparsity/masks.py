@@ -29,7 +29,10 @@ class MaskHook:
         raise NotImplementedError
 
     def cleanup(self, module: nn.Module) -> None:
-        """Remove whatever else this hook's method put on the module (called by :func:`remove_mask`)."""
+        """Settle ``weight_mask`` and remove whatever else this hook's method put on the module.
+
+        Called by :func:`remove_mask` before it folds ``weight_orig * weight_mask``.
+        """
 
 
 class _ApplyMask(MaskHook):
@@ -102,11 +105,11 @@ def remove_mask(module: nn.Module) -> None:
     """Fold the mask into a plain ``weight`` parameter (pruned entries exactly 0.0) and drop the hooks."""
     if not is_masked(module):
         return
-    with torch.no_grad():
-        folded = nn.Parameter(module.weight_orig * module.weight_mask, requires_grad=module.weight_orig.requires_grad)
     for hook in list(module._forward_pre_hooks.values()):
         if isinstance(hook, MaskHook):
-            hook.cleanup(module)
+            hook.cleanup(module)  # first: a hook may settle the final mask
+    with torch.no_grad():
+        folded = nn.Parameter(module.weight_orig * module.weight_mask, requires_grad=module.weight_orig.requires_grad)
     _drop_hooks(module, (MaskHook, _KeepDetached))
     del module._parameters["weight_orig"]
     del module._buffers["weight_mask"]

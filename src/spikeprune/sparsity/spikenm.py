@@ -56,10 +56,11 @@ def gumbel_topn(logits: Tensor, n: int, tau: float, generator: torch.Generator |
     hard = topn_block_mask(keys.detach(), n)
     soft = torch.zeros_like(keys)
     scores = keys
-    for _ in range(n):
+    for pick in range(n):
         p = torch.softmax(scores, dim=-1)
         soft = soft + p
-        scores = scores + torch.log1p(-p.clamp(max=1.0 - 1e-6))
+        if pick < n - 1:
+            scores = scores + torch.log1p(-p.clamp(max=1.0 - 1e-6))
     return hard + (soft - soft.detach())  # x - x is exactly 0: the forward value is exactly binary
 
 
@@ -81,7 +82,8 @@ class _SampledNMMask(MaskHook):
         module.weight = weight * mask
 
     def cleanup(self, module: nn.Module) -> None:
-        """Deployment keeps the top-N(π) mask (already in ``weight_mask``) and drops the logits."""
+        """Deployment keeps the top-N(π) mask (written to ``weight_mask`` here) and drops the logits."""
+        _deploy(module, self.n)
         module._parameters.pop("nm_logits", None)
         for name in ("nm_tau", "nm_frozen"):
             module.__dict__.pop(name, None)
@@ -222,10 +224,11 @@ class SpikeNM(Sparsifier):
         if self.eid_weight > 0 and self._steps % self.eid_every == 0:
             self._update_credits()
         self._eid_inputs.clear()
+
+    def on_epoch_end(self) -> None:
+        """Write ``top-N(π)`` to ``weight_mask`` once per epoch: forward passes read the logits directly."""
         for _, module in self.layers:
-            deployed = from_blocks(topn_block_mask(module.nm_logits, self.n), module.weight_orig.shape)
-            module.weight_mask.copy_(deployed)
-            refresh(module)
+            _deploy(module, self.n)
 
     def epoch_metrics(self) -> dict[str, float]:
         """Deployed-mask flip rate; entropies of ``softmax(π / τ)`` (what is sampled) and of ``softmax(π)``."""
@@ -249,6 +252,14 @@ class SpikeNM(Sparsifier):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.credits = dict(state.get("credits", {}))
         self._steps = int(state.get("steps", 0))
+
+
+@torch.no_grad()
+def _deploy(module: nn.Module, n: int) -> None:
+    """Store the deployed mask ``top-N(π)`` in ``weight_mask`` and the visible ``weight``."""
+    if "nm_logits" in module._parameters:
+        module.weight_mask.copy_(from_blocks(topn_block_mask(module.nm_logits, n), module.weight_orig.shape))
+        refresh(module)
 
 
 def _entropy(logits: Tensor) -> float:

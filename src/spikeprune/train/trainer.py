@@ -330,6 +330,7 @@ class Trainer:
                 progress.set_postfix(loss=f"{totals[0] / max(totals[2], 1):.3f}")
         if progress is not None:
             progress.close()
+        self.sparsifier.on_epoch_end()
         seconds = time.perf_counter() - started
         sync_buffers(self.model, self.dist)
         totals = all_reduce_sum(totals, self.dist).cpu()
