@@ -165,6 +165,7 @@ def test_ddp_two_ranks_end_identical(tmp_path):
     ]
     result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("test accuracy") == 1  # only rank 0 reports
     summary = json.loads((run / "summary.json").read_text())
     assert summary["world_size"] == 2
     first, second = summary["parameter_sha256"]

@@ -71,8 +71,10 @@ def train(
         if resume:
             raise SpikepruneError("--resume needs --out: the run folder to continue")
         out = Path("runs") / f"{cfg.dataset}-{cfg.model}-{time.strftime('%Y%m%d-%H%M%S')}"
-    summary = Trainer(cfg, out).fit(resume=resume)
-    _print_summary(summary, out)
+    trainer = Trainer(cfg, out)
+    summary = trainer.fit(resume=resume)
+    if trainer.dist.is_main:
+        _print_summary(summary, out)
 
 
 @app.command("eval")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import time
 from dataclasses import dataclass
 
 import torch
@@ -31,7 +33,24 @@ def init_distributed(device: torch.device) -> DistInfo:
         return DistInfo()
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        atexit.register(_leave_process_group)
     return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def _leave_process_group() -> None:
+    """Let the backend's worker threads drop their last collective before the interpreter shuts down.
+
+    A gloo worker thread releases the tensors of a finished collective under the GIL. If the
+    process is already finalizing by then (the run ended a few milliseconds after its last
+    collective), the thread cannot take the GIL and the process aborts with "terminate called
+    without an active exception" (pytorch/pytorch#190489). The short sleep after the barrier
+    releases the GIL so that those threads finish first; the barrier alone is not enough, because
+    its own work object keeps the earlier ones alive until a worker thread drops it.
+    """
+    if dist.is_initialized():
+        dist.barrier()
+        time.sleep(0.1)
+        dist.destroy_process_group()
 
 
 def all_gather_cat(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
