@@ -186,7 +186,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--datasets", nargs="+", default=list(SETTINGS))
     parser.add_argument("--out-dir", type=Path, default=None)
     parser.add_argument("--runs", type=Path, default=None, help="JSON-lines file: reuse finished blocks, append")
-    parser.add_argument("--merge", type=Path, nargs="+", default=None, help="summarize these --runs files only")
+    parser.add_argument(
+        "--merge", type=Path, nargs="+", default=None,
+        help="summarize these --runs files only; a later file's row replaces an earlier one for the same run",
+    )  # fmt: skip
+    parser.add_argument(
+        "--methods", nargs="+", choices=METHODS, default=list(METHODS),
+        help="contenders to run besides dense (e.g. re-run SpikeNM only, then --merge over an older grid)",
+    )  # fmt: skip
     parser.add_argument("--timing", action="store_true", help="time the training steps only (idle machine)")
     parser.add_argument("--repeats", type=int, default=TIMING_REPEATS, help="timing repeats per contender")
     args = parser.parse_args(argv)
@@ -204,7 +211,7 @@ def main(argv: list[str] | None = None) -> dict:
         datasets = [d for d in SETTINGS if any(r["dataset"] == d for r in rows)]
         seeds = sorted({r["seed"] for r in rows})
     else:
-        rows = run_grid(datasets, seeds, patterns, args.runs)
+        rows = run_grid(datasets, seeds, patterns, args.runs, tuple(args.methods))
     table = summarize_rows(rows, datasets, patterns)
     payload = {
         "question": "N:M sparsity from scratch: SpikeNM vs SR-STE vs ASP vs dense",
@@ -226,7 +233,13 @@ def main(argv: list[str] | None = None) -> dict:
     return payload
 
 
-def run_grid(datasets: list[str], seeds: list[int], patterns: tuple[str, ...], runs: Path | None) -> list[dict]:
+def run_grid(
+    datasets: list[str],
+    seeds: list[int],
+    patterns: tuple[str, ...],
+    runs: Path | None,
+    methods: tuple[str, ...] = METHODS,
+) -> list[dict]:
     """Every (seed, dataset) block of runs; with ``runs`` (JSON lines), finished blocks are reused and new rows
     appended, so several processes (one per seed) can share the work and an interrupted grid resumes."""
     done = (
@@ -238,7 +251,7 @@ def run_grid(datasets: list[str], seeds: list[int], patterns: tuple[str, ...], r
         for seed in seeds:
             for dataset in datasets:
                 block = [r for r in done if r["seed"] == seed and r["dataset"] == dataset]
-                if len(block) == 1 + len(patterns) * len(METHODS):
+                if len(block) == 1 + len(patterns) * len(methods):
                     rows += block
                     continue
                 dense_dir = scratch / f"{dataset}-{seed}-dense"
@@ -246,8 +259,8 @@ def run_grid(datasets: list[str], seeds: list[int], patterns: tuple[str, ...], r
                 new = [{"dataset": dataset, "seed": seed, "pattern": "-", "method": "dense", **dense}]
                 print(f"{dataset} seed {seed} dense: {dense['test_accuracy']:.4f}", flush=True)
                 for p_index, pattern in enumerate(patterns):
-                    shift = (p_index + seed) % len(METHODS)
-                    for method in METHODS[shift:] + METHODS[:shift]:  # rotate the order: no fixed position
+                    shift = (p_index + seed) % len(methods)
+                    for method in methods[shift:] + methods[:shift]:  # rotate the order: no fixed position
                         folder = scratch / f"{dataset}-{seed}-{pattern.replace(':', 'of')}-{method}"
                         result = run_one(dataset, seed, pattern, method, dense_dir, folder)
                         new.append({"dataset": dataset, "seed": seed, "pattern": pattern, "method": method, **result})
@@ -260,7 +273,14 @@ def run_grid(datasets: list[str], seeds: list[int], patterns: tuple[str, ...], r
 
 
 def _read_runs(paths: list[Path]) -> list[dict]:
-    return [json.loads(line) for path in paths for line in path.read_text().splitlines() if line.strip()]
+    """Rows of the JSON-lines files in order; a later row replaces an earlier one with the same key."""
+    rows: dict[tuple, dict] = {}
+    for path in paths:
+        for line in path.read_text().splitlines():
+            if line.strip():
+                row = json.loads(line)
+                rows[(row["dataset"], row["seed"], row["pattern"], row["method"])] = row
+    return list(rows.values())
 
 
 def summarize_rows(rows: list[dict], datasets: list[str], patterns: tuple[str, ...]) -> list[dict]:

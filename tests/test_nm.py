@@ -24,7 +24,7 @@ from spikeprune.sparsity.nm import (
     topn_block_mask,
     validate_nm,
 )
-from spikeprune.sparsity.spikenm import SpikeNM, gumbel_topn
+from spikeprune.sparsity.spikenm import SpikeNM, block_scores, gumbel_topn
 from spikeprune.train import Trainer, load_trained, make_config
 
 PATTERNS = [(2, 4), (1, 4), (2, 8), (1, 8), (4, 16), (1, 16)]
@@ -193,7 +193,37 @@ def test_finalize_deploys_the_current_logits():
     layer = model[0]
     with torch.no_grad():
         layer.nm_logits.copy_(torch.randn_like(layer.nm_logits))  # the logits moved; no epoch has ended
-    mask = from_blocks(topn_block_mask(layer.nm_logits.detach(), 2), layer.weight_orig.shape)
+    mask = from_blocks(topn_block_mask(block_scores(layer, 3.0).detach(), 2), layer.weight_orig.shape)
     expected = layer.weight_orig.detach() * mask
     finalize(model)
     assert torch.equal(layer.weight.detach(), expected)
+
+
+@pytest.mark.parametrize("prior", [0.0, 2.0])
+def test_magnitude_prior_makes_the_mask_follow_the_weights(prior):
+    """With flat logits the mask is the weights' top-N magnitudes when β > 0 and ignores them when β = 0:
+    in the sampler (near-zero τ: no exploration) and in the mask deployed at each epoch end."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 4))
+    sparsifier = SpikeNM(2, 4, init="uniform", magnitude_prior=prior)
+    sparsifier.attach(model)
+    layer = model[0]
+    layer.nm_tau = 1e-4
+    x = torch.randn(3, 16)
+    flat = from_blocks(topn_block_mask(torch.zeros_like(layer.nm_logits), 2), layer.weight_orig.shape)
+    for _ in range(2):  # the weights change between epochs; a prior-driven mask moves with them
+        with torch.no_grad():
+            layer.weight_orig.copy_(torch.randn_like(layer.weight_orig))
+        by_magnitude = magnitude_nm_mask(layer.weight_orig.detach(), 2, 4)
+        layer.train()
+        layer(x)
+        if prior:
+            assert torch.equal((layer.weight.detach() != 0).float(), by_magnitude)
+        sparsifier.on_epoch_end()
+        layer.eval()
+        out = layer(x)
+        used = (layer.weight.detach() != 0).float()
+        assert torch.equal(used, by_magnitude if prior else flat)
+        assert torch.allclose(out, x @ (layer.weight_orig.detach() * used).t() + layer.bias)
+    with pytest.raises(SpikepruneError, match="magnitude_prior"):
+        SpikeNM(2, 4, magnitude_prior=-1.0)
