@@ -341,8 +341,8 @@ def render(
         "",
         f"torch {env['torch']}, {env['threads']} CPU threads; seeds {seeds}. Same epochs for dense, SR-STE and SpikeNM "
         f"(from scratch); ASP = dense + {ASP_FINETUNE} retraining epochs. EID weight {EID_WEIGHT}. SynOps/energy "
-        "relative to dense. Mean entropy: of the sampling distribution softmax(π/τ), averaged over epochs. Step "
-        "overhead vs dense: from `--timing` (nm_timing.md; – where not timed)"
+        "relative to dense. Mean entropy: of the sampling distribution softmax(a/τ) (a = logits + magnitude prior), "
+        "averaged over epochs. Step overhead vs dense: from `--timing` (nm_timing.md; – where not timed)"
         + ("." if overheads else ", not run yet."),
         "",
     ]

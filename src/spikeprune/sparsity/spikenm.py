@@ -4,10 +4,9 @@ Each block of M weights has M logits ``π`` (O(M) parameters per block, not one 
 The mask is drawn from the block scores ``a = π + β·z(|W|)``: the learned logits plus a magnitude
 prior, ``z`` standardising the block's current magnitudes (``β = magnitude_prior``; ``β = 0`` leaves
 the logits alone). The logits thus learn a correction to "keep the large weights", and the mask keeps
-following the weights as they train, as SR-STE's does; without the prior, Adam moves every logit at
-the same pace and the masks settle early on choices that stop tracking the weights (measured in
-docs/spikenm.md). In every training forward pass a differentiable top-N sampler draws N distinct
-positions:
+following the weights as they train, as SR-STE's does; without it the masks settled in the first
+epochs and SpikeNM trailed SR-STE at every pattern (docs/spikenm.md has the ablation). In every
+training forward pass a differentiable top-N sampler draws N distinct positions:
 
 * **Hard mask** ``h``: Gumbel-top-N on ``a / τ``, so exactly N ones per block. This is a sample of N
   positions without replacement from ``softmax(a / τ)``.

@@ -7,6 +7,7 @@ event and fail with assorted exceptions on other damage, so sizes and contents a
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,7 @@ from spikeprune.errors import SpikepruneError
 NMNIST_EVENT_BYTES = 5
 AEDAT2_EVENT_BYTES = 8  # big-endian uint32 address, uint32 timestamp
 DVS128_SIZE = (128, 128)
+AEDAT4_MAGIC = b"#!AER-DAT4.0\r\n"
 
 
 def read_nmnist_bin(path: Path, sensor_size: tuple[int, int] = (34, 34)) -> np.ndarray:
@@ -72,7 +74,11 @@ def read_aedat2_dvs128(path: Path) -> np.ndarray:
 
 
 def read_aedat4(path: Path) -> np.ndarray:
-    """An AEDAT4 file (tonic's re-release of CIFAR10-DVS), read by ``tonic.io.read_aedat4``."""
+    """An AEDAT4 file (tonic's re-release of CIFAR10-DVS), read by ``tonic.io.read_aedat4``.
+
+    The magic line and the header are checked here first: the ``aedat`` decoder (2.3.0) panics on some
+    damaged headers, and aborts the whole process on some whose XML description is not UTF-8.
+    """
     try:
         import aedat  # noqa: F401  (tonic's AEDAT4 reader needs it)
     except ImportError:
@@ -81,10 +87,64 @@ def read_aedat4(path: Path) -> np.ndarray:
         ) from None
     from tonic.io import read_aedat4 as tonic_read_aedat4
 
-    raw = _call_reader(tonic_read_aedat4, path, "AEDAT4", str(path))
+    _check_aedat4_header(path)
+    try:
+        raw = tonic_read_aedat4(str(path))
+    except BaseException as error:  # the decoder's panics are pyo3's PanicException, a BaseException
+        if not isinstance(error, Exception) and type(error).__name__ != "PanicException":
+            raise
+        raise EventFileError(_aedat4_problem(path, error)) from None
     raw = raw.copy()
     raw.dtype.names = ("t", "x", "y", "p")  # the decoder's field order, named as tonic's CIFAR10DVS does
     return check_events(as_events(raw, path), DVS128_SIZE, path)
+
+
+def _check_aedat4_header(path: Path) -> None:
+    """The magic line, a whole header, and an IOHeader whose XML description (field 2) is UTF-8."""
+    try:
+        with path.open("rb") as file:
+            magic = file.read(len(AEDAT4_MAGIC))
+            length = int.from_bytes(file.read(4).ljust(4, b"\xff"), "little")
+            header = file.read(length)
+    except OSError as error:
+        raise EventFileError(f"cannot read event file {path}: {error}") from None
+    if magic != AEDAT4_MAGIC:
+        raise EventFileError(
+            f"{path} is not an AEDAT4 file: it does not start with {AEDAT4_MAGIC!r} (empty, truncated or "
+            "in another format); replace it with the original"
+        )
+    if len(header) < length:
+        raise EventFileError(f"{path} is truncated: it ends inside the AEDAT4 header; replace it with the original")
+
+    def field(fmt: str, offset: int) -> int:
+        if not 0 <= offset <= len(header) - struct.calcsize(fmt):
+            raise ValueError(f"offset {offset} outside the {len(header)}-byte header")
+        return struct.unpack_from(fmt, header, offset)[0]
+
+    try:  # flatbuffer: root table offset; the table's vtable (its size, the table's size, a u16 per field)
+        table = field("<I", 0)
+        vtable = table - field("<i", table)
+        slot = field("<H", vtable + 8) if field("<H", vtable) >= 10 else 0
+        if slot:
+            start = table + slot + field("<I", table + slot)
+            size = field("<I", start)
+            if start + 4 + size > len(header):
+                raise ValueError(f"the description runs past the {len(header)}-byte header")
+            header[start + 4 : start + 4 + size].decode("utf-8")
+    except ValueError as error:  # a UnicodeDecodeError too
+        raise EventFileError(f"{path} has a damaged AEDAT4 header ({error}); replace it with the original") from None
+
+
+def _aedat4_problem(path: Path, error: BaseException) -> str:
+    detail = f"{type(error).__name__}: {error}"
+    if "failed to fill whole buffer" in detail:  # the decoder met the end of the file inside a packet
+        return f"{path} is truncated: it ends inside an AEDAT4 packet ({detail}); replace it with the original"
+    if "at least one array to concatenate" in detail:  # tonic found no packet of the event stream
+        return f"{path} holds no events (no event packets after the AEDAT4 header); replace it with the original"
+    return (
+        f"{path} could not be read as AEDAT4 ({detail}); the file is damaged or in another format, "
+        "replace it with the original"
+    )
 
 
 def read_gesture_npy(path: Path) -> np.ndarray:
