@@ -227,3 +227,25 @@ def test_magnitude_prior_makes_the_mask_follow_the_weights(prior):
         assert torch.allclose(out, x @ (layer.weight_orig.detach() * used).t() + layer.bias)
     with pytest.raises(SpikepruneError, match="magnitude_prior"):
         SpikeNM(2, 4, magnitude_prior=-1.0)
+
+
+def test_eid_loss_is_the_mean_block_kl_to_the_credit_targets():
+    """λ_EID · mean over layers of mean_b KL(q_b ‖ softmax(π_b)), with q_b = softmax(c_b / (T_q · mean c)).
+
+    The credits come in through ``load_state_dict``, as on a resumed run: the targets are rebuilt from them."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 4))
+    sparsifier = SpikeNM(2, 4, eid_weight=0.5, eid_temperature=0.7)
+    sparsifier.attach(model)
+    layers = [module for _, module in sparsifier.layers]
+    credits = {name: torch.rand_like(module.nm_logits) for name, module in sparsifier.layers}
+    sparsifier.load_state_dict({"credits": credits, "steps": 0})
+    expected = []
+    for name, layer in sparsifier.layers:
+        target = torch.softmax(credits[name] / (0.7 * credits[name].mean()), dim=-1)
+        log_p = torch.log_softmax(layer.nm_logits, dim=-1)
+        expected.append(torch.nn.functional.kl_div(log_p, target, reduction="none").sum(-1).mean())
+    loss = sparsifier.regularization()
+    assert torch.allclose(loss, 0.5 * torch.stack(expected).mean(), rtol=1e-5)
+    loss.backward()
+    assert all(layer.nm_logits.grad is not None and layer.nm_logits.grad.abs().sum() > 0 for layer in layers)

@@ -39,7 +39,6 @@ import math
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from spikeprune.errors import SpikepruneError
@@ -145,6 +144,7 @@ class SpikeNM(Sparsifier):
         )
         self.layers: list[tuple[str, nn.Module]] = []
         self.credits: dict[str, Tensor] = {}
+        self._targets: dict[str, tuple[Tensor, Tensor]] = {}  # (q, log q) per layer, from the credits
         self._eid_inputs: dict[str, Tensor] = {}
         self._post: dict[str, SpikingNeuron] = {}
         self._steps = 0
@@ -203,17 +203,27 @@ class SpikeNM(Sparsifier):
 
     # ------------------------------------------------------------------------- EID
     def regularization(self) -> Tensor | None:
-        if self.eid_weight <= 0 or not self.credits:
+        if self.eid_weight <= 0 or not self._targets:
             return None
         terms = []
         for name, module in self.layers:
-            if name not in self.credits:
+            if name not in self._targets:
                 continue
-            credit = self.credits[name]
-            target = torch.softmax(credit / (self.eid_temperature * (credit.mean() + 1e-12)), dim=-1)
-            log_p = torch.log_softmax(module.nm_logits, dim=-1)
-            terms.append(F.kl_div(log_p, target, reduction="none").sum(-1).mean())
+            q, log_q = self._targets[name]  # (M, out, blocks): see _refresh_target
+            log_p = torch.log_softmax(module.nm_logits.movedim(-1, 0), dim=0)
+            terms.append((q * (log_q - log_p)).sum() / q[0].numel())  # mean over blocks of KL(q_b ‖ p_b)
         return self.eid_weight * torch.stack(terms).mean() if terms else None
+
+    @torch.no_grad()
+    def _refresh_target(self, name: str) -> None:
+        """Soft targets ``q_b = softmax(c_b / (T_q · mean c))``, kept between credit updates.
+
+        Stored with the block position first: on CPU, (log-)softmaxes over a short last dimension
+        are several times slower than over a leading one.
+        """
+        credit = self.credits[name]
+        log_q = torch.log_softmax(credit.movedim(-1, 0) / (self.eid_temperature * (credit.mean() + 1e-12)), dim=0)
+        self._targets[name] = (log_q.exp(), log_q)
 
     @torch.no_grad()
     def _update_credits(self) -> None:
@@ -240,6 +250,7 @@ class SpikeNM(Sparsifier):
             blocks = nm_blocks(credit, self.m)
             previous = self.credits.get(name)
             self.credits[name] = blocks if previous is None else self.eid_ema * previous + (1 - self.eid_ema) * blocks
+            self._refresh_target(name)
 
     # ------------------------------------------------------------------------- steps
     @torch.no_grad()
@@ -275,6 +286,9 @@ class SpikeNM(Sparsifier):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.credits = dict(state.get("credits", {}))
+        self._targets = {}
+        for name in self.credits:
+            self._refresh_target(name)
         self._steps = int(state.get("steps", 0))
 
 
