@@ -43,12 +43,11 @@ def _leave_process_group() -> None:
     A gloo worker thread releases the tensors of a finished collective under the GIL. If the
     process is already finalizing by then (the run ended a few milliseconds after its last
     collective), the thread cannot take the GIL and the process aborts with "terminate called
-    without an active exception" (pytorch/pytorch#190489). The short sleep after the barrier
-    releases the GIL so that those threads finish first; the barrier alone is not enough, because
-    its own work object keeps the earlier ones alive until a worker thread drops it.
+    without an active exception" (pytorch/pytorch#190489). The short sleep releases the GIL so that
+    those threads finish first. No barrier: a barrier's own work object keeps the earlier ones alive
+    until a worker thread drops it, and a rank leaving on an error would wait in it for the others.
     """
     if dist.is_initialized():
-        dist.barrier()
         time.sleep(0.1)
         dist.destroy_process_group()
 
