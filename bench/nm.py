@@ -54,7 +54,7 @@ METHODS = ("asp", "srste", "spikenm", "spikenm_eid")
 TRAINED = ("srste", "spikenm", "spikenm_eid")  # the from-scratch methods whose step cost is timed
 TIMING_PATTERNS = ("2:4", "1:8", "1:16")
 TIMING_EXAMPLES = 1024
-TIMING_REPEATS = 7
+TIMING_REPEATS = 11
 
 
 def _train(dataset: str, seed: int, folder: Path, **extra) -> dict:
