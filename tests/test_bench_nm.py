@@ -21,3 +21,12 @@ def test_nm_benchmark_quick(tmp_path, bench_script):
     spikenm_row = next(line for line in markdown.splitlines() if line.startswith("| 2:4 | spikenm |"))
     assert "%" in spikenm_row.split("|")[5]
     assert (tmp_path / "nm_dynamics.png").stat().st_size > 0
+
+
+def test_nm_tuning_quick(tmp_path, bench_script):
+    payload = bench_script("nm_tuning").main(["--quick", "--workers", "1", "--out-dir", str(tmp_path)])
+    variants = [row["variant"] for row in payload["table"]]
+    assert variants == ["defaults (β=3, τ 0.3→0.03)", "SR-STE (reference)"]
+    assert all(0.0 <= row["accuracy"] <= 1.0 and len(row["per_seed"]) == 1 for row in payload["table"])
+    assert payload["table"][0]["entropy"] is not None and payload["table"][1]["entropy"] is None
+    assert "| defaults (β=3, τ 0.3→0.03) |" in (tmp_path / "nm_tuning.md").read_text()
