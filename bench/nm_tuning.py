@@ -20,14 +20,12 @@ from pathlib import Path
 
 import torch
 
-from spikeprune.train import Trainer, make_config
-
 try:
     from harness import environment, write_results
-    from nm import SETTINGS
+    from nm import SETTINGS, _train
 except ImportError:
     from bench.harness import environment, write_results
-    from bench.nm import SETTINGS
+    from bench.nm import SETTINGS, _train
 
 DATASET, PATTERN, SEEDS = "mnist1d", "1:8", (100, 101)
 VARIANTS: dict[str, tuple[str, dict]] = {
@@ -46,18 +44,15 @@ VARIANTS: dict[str, tuple[str, dict]] = {
 
 
 def run_variant(job: tuple[str, str, dict, int, int]) -> dict:
-    """One training run in a worker process (one thread)."""
+    """One training run in a worker process (one thread), through the grid's own ``_train``."""
     name, method, options, seed, epochs = job
     torch.set_num_threads(1)
-    settings = {**SETTINGS[DATASET], "epochs": epochs}
-    config = make_config({**settings, "dataset": DATASET, "seed": seed, "progress": False, "sparsity": "nm",
-                          "nm": PATTERN, "nm_method": method, "sparsity_options": options})  # fmt: skip
+    sparsity = {"sparsity": "nm", "nm": PATTERN, "nm_method": method, "sparsity_options": options}
     with tempfile.TemporaryDirectory() as folder:
-        trainer = Trainer(config, Path(folder))
-        summary = trainer.fit()
-    last = trainer.history[-1]
-    return {"variant": name, "seed": seed, "test_accuracy": summary["test_accuracy"],
-            "mask_flip_rate": last.get("mask_flip_rate"), "sampling_entropy": last.get("sampling_entropy")}  # fmt: skip
+        result = _train(DATASET, seed, Path(folder), epochs=epochs, **sparsity)
+    return {"variant": name, "seed": seed, "test_accuracy": result["test_accuracy"],
+            "mask_flip_rate": result["mask_flip_rate_last"],
+            "sampling_entropy": result["sampling_entropy"][-1]}  # fmt: skip
 
 
 def summarize(rows: list[dict], variants: list[str]) -> list[dict]:

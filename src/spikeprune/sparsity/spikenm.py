@@ -195,8 +195,7 @@ class SpikeNM(Sparsifier):
         for _, module in self.layers:
             module.nm_tau = self.tau
             if frozen and epoch == epochs - self.freeze_epochs:  # a resumed run keeps its checkpointed mask
-                module.nm_frozen = False
-                _deploy(module, self.n, self.magnitude_prior)  # fix top-N(a) as the weights stand now
+                _deploy(module, self.n, self.magnitude_prior)  # not frozen yet: fixes top-N(a) as the weights stand
             module.nm_frozen = frozen
             module.nm_logits.requires_grad_(not frozen)
         self._start = {name: module.weight_mask.clone() for name, module in self.layers}
