@@ -76,3 +76,32 @@ def write_results(name: str, payload: dict[str, Any], markdown: str, out_dir: Pa
     (out_dir / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
     (out_dir / f"{name}.md").write_text(markdown)
     return out_dir / f"{name}.json"
+
+
+class RunStore:
+    """Finished runs of a benchmark, one JSON line each, so an interrupted benchmark continues where it stopped.
+
+    ``key`` names the fields that identify a run (e.g. workload, method, seed); a run already in the file
+    is not run again. Several processes may append to one file (one line per write).
+    """
+
+    def __init__(self, path: Path | None, key: tuple[str, ...]) -> None:
+        self.path, self.key = (Path(path) if path is not None else None), key
+        self.rows: list[dict[str, Any]] = []
+        if self.path is not None and self.path.exists():
+            self.rows = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+
+    def _key(self, row: dict[str, Any]) -> tuple:
+        return tuple(json.dumps(row.get(k), sort_keys=True) for k in self.key)
+
+    def get(self, **fields: Any) -> dict[str, Any] | None:
+        wanted = self._key(fields)
+        return next((row for row in reversed(self.rows) if self._key(row) == wanted), None)
+
+    def add(self, row: dict[str, Any]) -> dict[str, Any]:
+        self.rows.append(row)
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a") as handle:
+                handle.write(json.dumps(row) + "\n")
+        return row

@@ -18,6 +18,7 @@ def bench_script():
         try:
             spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
             module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module  # dataclasses look their module up there
             spec.loader.exec_module(module)
         finally:
             sys.path.remove(str(BENCH))

@@ -232,6 +232,53 @@ def test_mnist1d_sizes_shapes_and_no_global_rng_side_effect() -> None:
     assert torch.equal(train.data, other_train.data)
 
 
+def test_mnist1d_default_is_the_package_standard_set() -> None:
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    clear_cache()
+    train, test = build_dataset("mnist1d", options={"train_size": 4000, "test_size": 1000})
+    reference = make_dataset(get_dataset_args())
+    assert np.array_equal(train.data[:, 0].numpy(), reference["x"].astype(np.float32))
+    assert np.array_equal(test.targets.numpy(), reference["y_test"])
+
+
+def test_mnist1d_at_any_size_is_deterministic_and_cached(tmp_path: Path) -> None:
+    clear_cache()
+    before = rng_states()
+    options = {"train_size": 5990, "test_size": 10, "cache_dir": str(tmp_path)}
+    train, test = build_dataset("mnist1d", options=options)
+    assert_rng_unchanged(before)
+    assert (len(train), len(test)) == (5990, 10) and train.info.train_size == 5990
+    assert torch.bincount(torch.cat([train.targets, test.targets])).tolist() == [600] * 10
+    files = list(tmp_path.glob("mnist1d-*.safetensors"))
+    assert len(files) == 1 and not list(tmp_path.glob(".*tmp"))
+    # a fresh process (cache cleared) reads the file; regenerating gives the same numbers
+    clear_cache()
+    again, _ = build_dataset("mnist1d", options=options)
+    assert torch.equal(again.data, train.data)
+    files[0].unlink()
+    clear_cache()
+    regenerated, _ = build_dataset("mnist1d", options=options)
+    assert torch.equal(regenerated.data, train.data) and torch.equal(regenerated.targets, train.targets)
+    # another generator seed gives other signals
+    clear_cache()
+    other, _ = build_dataset("mnist1d", options={**options, "generator_seed": 7})
+    assert not torch.equal(other.data, train.data)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"train_size": 4001}, "multiple of 10"),
+        ({"train_size": 0}, "train_size must be an integer >= 1"),
+        ({"test_size": 2.5}, "test_size must be an integer"),
+    ],
+)
+def test_mnist1d_bad_sizes_are_named(options: dict, message: str) -> None:
+    with pytest.raises(SpikepruneError, match=message):
+        build_dataset("mnist1d", options=options)
+
+
 def test_digits_sizes_shapes_and_no_global_rng_side_effect() -> None:
     clear_cache()
     before = rng_states()

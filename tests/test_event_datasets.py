@@ -11,11 +11,12 @@ import torch
 from aedat4_writer import write_aedat4
 from spikeprune import cli
 from spikeprune.data import IndexedDataset, build_dataset, dataset_info
+from spikeprune.data.cache import CACHE_FOLDER
 from spikeprune.data.events import FrameSpec, make_events
-from spikeprune.data.events.cache import CACHE_FOLDER
 from spikeprune.data.events.datasets import CIFAR10DVS, CIFAR10DVS_CLASSES, DEFAULT_TIMESTEPS, EventFolder
 from spikeprune.data.registry import clear_cache
 from spikeprune.errors import SpikepruneError
+from spikeprune.models import build_model
 from spikeprune.train import Trainer, make_config
 from spikeprune.train.config import TrainConfig
 
@@ -338,6 +339,15 @@ def test_nmnist5k_matches_mnist5k_and_is_deterministic():
     first = digits_train.data[0, 0].numpy()[None]
     events = SaccadeEmulator().convert(first)[0]
     np.testing.assert_array_equal(train.data[0].numpy(), FrameSpec((34, 34), DEFAULT_TIMESTEPS).frames(events))
+
+
+def test_nmnist5k_at_ten_steps_bins_the_same_events_into_more_frames():
+    train4, _ = build_dataset("nmnist5k")
+    train10, test10 = build_dataset("nmnist5k", options={"timesteps": 10})
+    assert train10.data.shape == (4000, 10, 2, 34, 34) and train10.info.input_shape == (10, 2, 34, 34)
+    assert torch.equal(train10.data[:64].sum(1), train4.data[:64].sum(1))  # every event lands in one bin
+    model = build_model("vggsnn", input_shape=(10, 2, 34, 34), timesteps=10, encoder="frames", width=1 / 16)
+    assert model(test10.data[:4]).shape == (4, 10)
 
 
 def test_tiny_training_run_on_nmnist5k(tmp_path):

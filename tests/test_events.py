@@ -13,8 +13,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from spikeprune.data.cache import cache_path, cached_arrays
 from spikeprune.data.events import EVENT_DTYPE, EventFileError, FrameSpec, SaccadeEmulator, check_events, make_events
-from spikeprune.data.events.cache import cache_path, cached_arrays
 from spikeprune.data.events.frames import frame_spec
 from spikeprune.errors import SpikepruneError
 from spikeprune.models import build_model
@@ -151,7 +151,7 @@ def test_cache_returns_identical_arrays_and_rebuilds_on_new_parameters(tmp_path)
 def test_cache_unwritable_folder_warns_and_still_returns(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    with pytest.warns(UserWarning, match="could not write the frame cache"):
+    with pytest.warns(UserWarning, match="could not write the data cache"):
         arrays = cached_arrays(blocker / "cache", "toy", {"k": 1}, lambda: {"a": np.ones(2)})
     np.testing.assert_array_equal(arrays["a"], np.ones(2))
 
@@ -164,7 +164,7 @@ def test_two_processes_writing_the_same_key(tmp_path):
         import sys, time
         from pathlib import Path
         import numpy as np
-        from spikeprune.data.events.cache import save_arrays, cache_path
+        from spikeprune.data.cache import save_arrays, cache_path
         parts = {{"dataset": "race"}}
         frames = np.arange(6_000_000, dtype=np.float32).reshape(1000, 6000)
         Path({str(tmp_path)!r}, "ready-" + sys.argv[1]).touch()

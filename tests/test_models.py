@@ -8,12 +8,15 @@ from spikeprune.errors import SpikepruneError
 from spikeprune.models import build_model, list_models
 from spikeprune.snn import LatencyEncoder, PerStep, RateEncoder, TdBatchNorm
 
+DEEP = ("convnet6", "vggsnn", "vgg11", "vgg16", "resnet18", "resnet19")
+
 
 @pytest.mark.parametrize("name", [info.name for info in list_models()])
 def test_every_model_trains_a_step(name):
     torch.manual_seed(0)
     info = {i.name: i for i in list_models()}[name]
-    model = build_model(name, timesteps=2, num_classes=7)
+    width = {"width": 0.25} if name in DEEP else {}  # the full-width nets only cost time here
+    model = build_model(name, timesteps=2, num_classes=7, **width)
     x = torch.randn(2, *info.default_input_shape)
     logits = model(x)
     assert logits.shape == (2, 7)
@@ -79,3 +82,52 @@ def test_per_step_folds_time():
     layer = nn.Linear(3, 2)
     x = torch.randn(4, 5, 3)
     torch.testing.assert_close(PerStep(layer)(x), layer(x))
+
+
+def _channels(model):
+    return [m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d)]
+
+
+def test_convnet6_and_vggsnn_follow_the_papers_layouts():
+    convnet6 = build_model("convnet6", timesteps=2)
+    assert _channels(convnet6) == [256] * 6
+    fcs = [m for m in convnet6.modules() if isinstance(m, nn.Linear)]
+    assert [(f.in_features, f.out_features) for f in fcs] == [(256 * 8 * 8, 2048), (2048, 10)]
+    assert sum(isinstance(m, nn.MaxPool2d) for m in convnet6.modules()) == 2
+    vggsnn = build_model("vggsnn", timesteps=2, input_shape=(2, 48, 48))
+    assert _channels(vggsnn) == [64, 128, 256, 256, 512, 512, 512, 512]
+    assert sum(isinstance(m, nn.AvgPool2d) for m in vggsnn.modules()) == 4
+    (classifier,) = [m for m in vggsnn.modules() if isinstance(m, nn.Linear)]
+    assert classifier.in_features == 512 * 3 * 3  # 48 -> 3 after four pools, as TET's VGGSNN
+
+
+@pytest.mark.parametrize("name", DEEP)
+def test_width_scales_every_channel_count(name):
+    full = build_model(name, timesteps=1)
+    half = build_model(name, timesteps=1, width=0.5)
+    assert _channels(half) == [max(1, round(c / 2)) for c in _channels(full)]
+    hidden = [m.out_features for m in full.modules() if isinstance(m, nn.Linear)][:-1]
+    assert [m.out_features for m in half.modules() if isinstance(m, nn.Linear)][:-1] == [h // 2 for h in hidden]
+
+
+@pytest.mark.parametrize("name", ["convnet6", "vggsnn"])
+def test_deep_models_take_event_frames_and_static_images(name):
+    torch.manual_seed(0)
+    frames = build_model(name, timesteps=3, input_shape=(3, 2, 34, 34), encoder="frames", width=1 / 16)
+    logits = frames(torch.rand(2, 3, 2, 34, 34))  # dataset batches [B, T, C, H, W]
+    assert logits.shape == (2, 10)
+    static = build_model(name, timesteps=3, input_shape=(1, 28, 28), width=1 / 16, neuron="plif", norm="mpbn")
+    static(torch.rand(2, 1, 28, 28)).sum().backward()
+
+
+@pytest.mark.parametrize("width", [0, -1, "wide", True])
+def test_bad_width_is_named(width):
+    with pytest.raises(SpikepruneError, match="width must be"):
+        build_model("vggsnn", width=width)
+
+
+def test_inputs_too_small_for_the_pools_are_named():
+    with pytest.raises(SpikepruneError, match="at least 16x16"):
+        build_model("vggsnn", input_shape=(2, 8, 8))
+    with pytest.raises(SpikepruneError, match="at least 32x32"):
+        build_model("vgg11", input_shape=(1, 8, 8))

@@ -178,3 +178,16 @@ def test_ddp_two_ranks_end_identical(tmp_path):
     # each epoch visits every example once across the two ranks (1437 is odd: one padded repeat)
     assert summary["examples_visited"] == 2 * 1438
     assert torch.is_tensor(model_state[next(iter(model_state))])
+
+
+def test_cli_lists_the_deep_models_and_passes_width(tmp_path):
+    """`spikeprune models` lists them; `train --width` reaches the model and its saved config."""
+    listed = _cli("models", cwd=tmp_path)
+    assert listed.returncode == 0 and "convnet6" in listed.stdout and "vggsnn" in listed.stdout
+    run = tmp_path / "run"
+    args = ["--dataset", "digits", "--model", "convnet6", "--width", "0.0625", "-T", "1", "--epochs", "1"]
+    result = _cli("train", *args, "--no-progress", "--out", str(run), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    saved = load_trained(run, device="cpu")
+    assert saved.config.model_options == {"width": 0.0625}
+    assert [m.out_channels for m in saved.model.modules() if isinstance(m, torch.nn.Conv2d)] == [16] * 6

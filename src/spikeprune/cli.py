@@ -25,6 +25,9 @@ def train(
     dataset: str | None = typer.Option(None, help="data set name (see 'spikeprune datasets')"),
     data_root: str | None = typer.Option(None, "--data-root", help="folder holding local data files"),
     model: str | None = typer.Option(None, help="model name (see 'spikeprune models')"),
+    width: float | None = typer.Option(
+        None, "--width", help="channel multiplier of the deep models (1 = the papers' size; e.g. 0.125 on a CPU)"
+    ),
     epochs: int | None = typer.Option(None),
     timesteps: int | None = typer.Option(None, "--timesteps", "-T"),
     batch_size: int | None = typer.Option(None, "--batch-size"),
@@ -45,7 +48,7 @@ def train(
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Train a model; writes config, log, checkpoint and summary.json into the run folder."""
-    from spikeprune.train import Trainer, load_config
+    from spikeprune.train import Trainer, load_config, make_config
 
     overrides = dict(
         dataset=dataset,
@@ -67,6 +70,8 @@ def train(
         nm_method=nm_method,
     )
     cfg = load_config(config, overrides)
+    if width is not None:
+        cfg = make_config({**cfg.model_dump(), "model_options": {**cfg.model_options, "width": width}})
     if out is None:
         if resume:
             raise SpikepruneError("--resume needs --out: the run folder to continue")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import importlib.util
+import os
 import random
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from spikeprune.data.cache import cached_arrays
 from spikeprune.data.info import DatasetInfo
 from spikeprune.data.registry import SplitTensors, register_dataset
 from spikeprune.data.splits import count_for_fraction, stratified_split
@@ -111,41 +113,92 @@ def read_mnist5k() -> tuple[np.ndarray, np.ndarray]:
     return (pixels.astype(np.float32) / 255.0).reshape(-1, 1, 28, 28), labels
 
 
+MNIST1D_TRAIN_SIZE, MNIST1D_TEST_SIZE, MNIST1D_SEED = 4000, 1000, 42  # the package's standard split
+CACHE_ENV_VAR = "SPIKEPRUNE_CACHE"
+
+
+def default_cache_dir() -> Path:
+    """Where generated data is kept: ``$SPIKEPRUNE_CACHE``, else ``$XDG_CACHE_HOME/spikeprune`` (~/.cache)."""
+    if os.environ.get(CACHE_ENV_VAR):
+        return Path(os.environ[CACHE_ENV_VAR])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "spikeprune"
+
+
+def _size(name: str, value: object, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise SpikepruneError(f"mnist1d option {name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
 @register_dataset(
     DatasetInfo(
         name="mnist1d",
         input_shape=(1, 40),
         num_classes=10,
-        train_size=4000,
-        test_size=1000,
-        description="MNIST-1D: 1-D signals of 10 digit templates, the package's standard 4,000/1,000 split",
+        train_size=MNIST1D_TRAIN_SIZE,
+        test_size=MNIST1D_TEST_SIZE,
+        description=(
+            "MNIST-1D: 1-D signals of 10 digit templates; the package's standard 4,000/1,000 split, or as many "
+            "as data_options train_size/test_size ask (generated once, cached on disk)"
+        ),
         source="generated locally by the mnist1d package (its fixed seed 42); pip install mnist1d",
     ),
     seed_changes_split=False,
 )
-def load_mnist1d(root: Path | None, seed: int) -> SplitTensors:
-    """Generate MNIST-1D exactly as the benchmark does, values kept as generated.
+def load_mnist1d(
+    root: Path | None,
+    seed: int,
+    *,
+    train_size: int = MNIST1D_TRAIN_SIZE,
+    test_size: int = MNIST1D_TEST_SIZE,
+    generator_seed: int = MNIST1D_SEED,
+    cache_dir: str | None = None,
+) -> SplitTensors:
+    """Generate MNIST-1D with the package's own generator, values kept as generated.
 
-    `make_dataset` reseeds numpy's and python's global RNGs; their states are saved and
-    restored so building this dataset has no effect on the caller's randomness.
+    ``train_size + test_size`` examples (a multiple of 10: the generator makes as many of each
+    class) are drawn from ``generator_seed``, shuffled and split as the package does, so the defaults
+    give exactly the standard benchmark set, and every size is the same on every machine. The run's
+    ``seed`` does not change the data (as for CIFAR). Sets larger than the standard one are kept in
+    ``cache_dir`` (default: ``$SPIKEPRUNE_CACHE`` or ~/.cache/spikeprune), written atomically.
+
+    ``make_dataset`` reseeds numpy's and python's global RNGs; their states are saved and restored
+    so building this dataset has no effect on the caller's randomness.
     """
-    with _global_rngs_preserved():
-        try:
-            from mnist1d.data import get_dataset_args, make_dataset
-        except ImportError as exc:
-            raise SpikepruneError(
-                f"dataset 'mnist1d' needs the mnist1d package, which could not be imported ({exc}); "
-                "install it with: pip install mnist1d"
-            ) from None
-        generated = make_dataset(get_dataset_args())
-    x_train = np.asarray(generated["x"], dtype=np.float32)[:, None, :]
-    x_test = np.asarray(generated["x_test"], dtype=np.float32)[:, None, :]
-    return SplitTensors(
-        torch.from_numpy(np.ascontiguousarray(x_train)),
-        torch.from_numpy(np.asarray(generated["y"], dtype=np.int64)),
-        torch.from_numpy(np.ascontiguousarray(x_test)),
-        torch.from_numpy(np.asarray(generated["y_test"], dtype=np.int64)),
-    )
+    train_size = _size("train_size", train_size, 1)
+    test_size = _size("test_size", test_size, 1)
+    generator_seed = _size("generator_seed", generator_seed, 0)
+    total = train_size + test_size
+    if total % 10:
+        raise SpikepruneError(
+            f"mnist1d makes the same number of examples of each of its 10 classes, so train_size + test_size "
+            f"must be a multiple of 10, got {train_size} + {test_size} = {total}"
+        )
+    parts = {"dataset": "mnist1d", "examples": total, "generator_seed": generator_seed}
+
+    def generate() -> dict[str, np.ndarray]:
+        with _global_rngs_preserved():
+            try:
+                from mnist1d.data import get_dataset_args, make_dataset
+            except ImportError as exc:
+                raise SpikepruneError(
+                    f"dataset 'mnist1d' needs the mnist1d package, which could not be imported ({exc}); "
+                    "install it with: pip install mnist1d"
+                ) from None
+            args = get_dataset_args()
+            args.num_samples, args.seed = total, generator_seed
+            generated = make_dataset(args)
+        # the package shuffles, then splits at int(N·train_split); join its halves and split at train_size
+        x = np.concatenate([generated["x"], generated["x_test"]]).astype(np.float32)
+        y = np.concatenate([generated["y"], generated["y_test"]]).astype(np.int64)
+        return {"x": x, "y": y}
+
+    standard = total <= MNIST1D_TRAIN_SIZE + MNIST1D_TEST_SIZE  # about a second to generate: not worth a file
+    directory = None if standard else Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    arrays = cached_arrays(directory, "mnist1d", parts, generate)
+    x = torch.from_numpy(np.ascontiguousarray(arrays["x"][:, None, :]))
+    y = torch.from_numpy(np.ascontiguousarray(arrays["y"]))
+    return SplitTensors(x[:train_size], y[:train_size], x[train_size:], y[train_size:])
 
 
 @register_dataset(

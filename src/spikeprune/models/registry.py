@@ -46,24 +46,34 @@ def _mlp(options: SNNOptions, input_shape, num_classes, **extra):
     return MLP(options, input_shape, num_classes, **extra)
 
 
-@_register("vgg11", "spiking VGG-11 with tdBN (CIFAR-sized, any input size)", (3, 32, 32))
-def _vgg11(options: SNNOptions, input_shape, num_classes):
-    return SpikingVGG(options, "vgg11", input_shape, num_classes)
+@_register("convnet6", "6Conv2FC CIFAR net of Grad R/STDS/UPR (6 conv of 256, FC 2048; `width` scales)", (3, 32, 32))
+def _convnet6(options: SNNOptions, input_shape, num_classes, width: float = 1.0):
+    return SpikingVGG(options, "convnet6", input_shape, num_classes, width, pool="max", head="flatten", hidden=2048)
 
 
-@_register("vgg16", "spiking VGG-16 with tdBN (CIFAR-sized, any input size)", (3, 32, 32))
-def _vgg16(options: SNNOptions, input_shape, num_classes):
-    return SpikingVGG(options, "vgg16", input_shape, num_classes)
+@_register("vggsnn", "CIFAR10-DVS VGGSNN of TET/UPR (64-128-256-256-512-512-512-512, avg pool; `width`)", (2, 48, 48))
+def _vggsnn(options: SNNOptions, input_shape, num_classes, width: float = 1.0):
+    return SpikingVGG(options, "vggsnn", input_shape, num_classes, width, pool="avg", head="flatten")
 
 
-@_register("resnet19", "spiking ResNet-19 (Zheng et al. 2021, tdBN)", (3, 32, 32))
-def _resnet19(options: SNNOptions, input_shape, num_classes):
-    return SpikingResNet(options, (128, 256, 512), (3, 3, 2), 128, 256, input_shape, num_classes)
+@_register("vgg11", "spiking VGG-11 with tdBN (CIFAR-sized, any input size; `width`)", (3, 32, 32))
+def _vgg11(options: SNNOptions, input_shape, num_classes, width: float = 1.0):
+    return SpikingVGG(options, "vgg11", input_shape, num_classes, width)
 
 
-@_register("resnet18", "spiking ResNet-18 (CIFAR stem)", (3, 32, 32))
-def _resnet18(options: SNNOptions, input_shape, num_classes):
-    return SpikingResNet(options, (64, 128, 256, 512), (2, 2, 2, 2), 64, None, input_shape, num_classes)
+@_register("vgg16", "spiking VGG-16 with tdBN (CIFAR-sized, any input size; `width`)", (3, 32, 32))
+def _vgg16(options: SNNOptions, input_shape, num_classes, width: float = 1.0):
+    return SpikingVGG(options, "vgg16", input_shape, num_classes, width)
+
+
+@_register("resnet19", "spiking ResNet-19 (Zheng et al. 2021, tdBN; `width`)", (3, 32, 32))
+def _resnet19(options: SNNOptions, input_shape, num_classes, width: float = 1.0):
+    return SpikingResNet(options, (128, 256, 512), (3, 3, 2), 128, 256, input_shape, num_classes, width)
+
+
+@_register("resnet18", "spiking ResNet-18 (CIFAR stem; `width`)", (3, 32, 32))
+def _resnet18(options: SNNOptions, input_shape, num_classes, width: float = 1.0):
+    return SpikingResNet(options, (64, 128, 256, 512), (2, 2, 2, 2), 64, None, input_shape, num_classes, width)
 
 
 def list_models() -> list[ModelInfo]:

@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from spikeprune.data.cache import CACHE_FOLDER, cached_arrays, file_identity
 from spikeprune.data.cifar import DATA_ENV_VAR, DEFAULT_DATA_DIR
 from spikeprune.data.embedded import MNIST5K_TEST_SIZE, mnist5k_path, read_mnist5k
-from spikeprune.data.events.cache import CACHE_FOLDER, cached_arrays, file_identity
 from spikeprune.data.events.emulator import SaccadeEmulator
 from spikeprune.data.events.frames import FrameSpec, frame_spec
 from spikeprune.data.events.readers import read_aedat2_dvs128, read_aedat4, read_gesture_npy, read_nmnist_bin

@@ -1,28 +1,30 @@
-"""On-disk cache of converted frames, keyed by everything that determines them.
+"""On-disk cache of generated or converted arrays, keyed by everything that determines them.
 
-Turning thousands of event files into frames takes minutes; the result depends only on the
-dataset, the exact files (path, size, modification time) and the transform's parameters, so a
-hash of those names the cache file. Changing any of them (another T, size, binning, a replaced
-file) gives another key and the frames are rebuilt; the old file stays until the user deletes it.
+Turning thousands of event files into frames, or generating 40,000 MNIST-1D signals, takes a while;
+the result depends only on the dataset, the exact files (path, size, modification time) and the
+transform's or generator's parameters, so a hash of those names the cache file. Changing any of
+them (another T, size, binning, a replaced file) gives another key and the arrays are rebuilt; the
+old file stays until the user deletes it.
 
-Files are safetensors (plain arrays, no pickle) written to a temporary file in the same folder and
-moved into place with ``os.replace``: readers see a whole file or none, and two processes writing
-the same key at once both succeed, the last rename winning with identical content. A cache file
-that cannot be read (truncated by a crash of another tool, disk full) is treated as missing.
+Files are safetensors (plain arrays, no pickle) written with the atomic writer (a temporary file in
+the same folder moved into place with ``os.replace``): readers see a whole file or none, and two
+processes writing the same key at once both succeed, the last rename winning with identical
+content. A cache file that cannot be read (truncated by a crash of another tool, disk full) is
+treated as missing.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from spikeprune.io import atomic_write_bytes
 
 CACHE_FOLDER = ".spikeprune-cache"
 FORMAT_VERSION = 1  # bump when the conversion code changes what it produces for the same key
@@ -61,18 +63,10 @@ def load_arrays(path: Path) -> dict[str, np.ndarray] | None:
 
 def save_arrays(path: Path, arrays: dict[str, np.ndarray], parts: dict[str, Any]) -> None:
     """Write ``arrays`` atomically; ``parts`` go into the file's metadata for people who inspect it."""
-    from safetensors.numpy import save_file
+    from safetensors.numpy import save
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        metadata = {"spikeprune_cache": json.dumps(parts, sort_keys=True, default=list)}
-        save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    metadata = {"spikeprune_cache": json.dumps(parts, sort_keys=True, default=list)}
+    atomic_write_bytes(path, save({k: np.ascontiguousarray(v) for k, v in arrays.items()}, metadata=metadata))
 
 
 def cached_arrays(
@@ -94,7 +88,7 @@ def cached_arrays(
         save_arrays(path, arrays, parts)
     except OSError as error:
         warnings.warn(
-            f"could not write the frame cache {path} ({error}); frames will be rebuilt next time. "
+            f"could not write the data cache {path} ({error}); the arrays will be rebuilt next time. "
             "Pass the dataset option cache_dir=<writable folder> to keep them",
             stacklevel=2,
         )
