@@ -119,3 +119,103 @@ def test_probe_skips_evaluation_and_rejects_mpbn():
     assert probe.collect() == {}
     with pytest.raises(SpikepruneError, match="MPBN"):
         SpikeProbe(build_model("scnn", timesteps=2, norm="mpbn"))
+
+
+# ---------------------------------------------------------------- spiking readouts (snnTorch's output=True shape)
+def _per_example_norms(model, names, x, y):
+    """Exact per-example ‖∇ℓ‖ over the readout Linear (W, b) and the hidden synapse, one example at a time."""
+    modules = dict(model.named_modules())
+    params = [p for name in (names["readout"], names["synapse"]) for p in modules[name].parameters()]
+    norms = []
+    for xi, yi in zip(x, y, strict=True):
+        loss = F.cross_entropy(model(xi.unsqueeze(0)), yi.unsqueeze(0))
+        grads = torch.autograd.grad(loss, params)
+        norms.append(torch.sqrt(sum(g.square().sum() for g in grads)))
+    return torch.stack(norms)
+
+
+def _our_net(neuron_options, pooled=False):
+    from spikeprune.interop import TimeWrapper
+
+    if pooled:
+        body = [PerStep(nn.Conv2d(1, 6, 3, padding=1)), LIF(**neuron_options), PerStep(nn.AvgPool2d(2), nn.Flatten())]
+        features = 6 * 3 * 3
+    else:
+        body = [PerStep(nn.Flatten(), nn.Linear(36, 20)), LIF(**neuron_options)]
+        features = 20
+    net = nn.Sequential(*body, PerStep(nn.Linear(features, 5)), LIF(**neuron_options))
+    return TimeWrapper(net, timesteps=4, input_shape=(1, 6, 6))
+
+
+def _snntorch_net(reset):
+    snn = pytest.importorskip("snntorch")
+    from spikeprune.interop import TimeWrapper, adapt
+
+    net = nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(36, 20),
+        snn.Leaky(beta=0.8, init_hidden=True, reset_mechanism=reset),
+        nn.Linear(20, 5),
+        snn.Leaky(beta=0.7, init_hidden=True, reset_mechanism=reset, output=True),
+    )
+    return adapt(net)
+
+
+SPIKING_READOUTS = {
+    "lif-hard-rate": lambda: _our_net({"backend": "loop"}),
+    "lif-soft-rate": lambda: _our_net({"backend": "loop", "v_reset": None}),
+    "lif-detach-rate": lambda: _our_net({"backend": "loop", "detach_reset": True}),
+    "lif-pooled-rate": lambda: _our_net({"backend": "loop"}, pooled=True),
+    "lif-hard-membrane": lambda: _our_net({"backend": "loop"}),
+    "snntorch-subtract-rate": lambda: _snntorch_net("subtract"),
+    "snntorch-zero-rate": lambda: _snntorch_net("zero"),
+    "snntorch-subtract-membrane": lambda: _snntorch_net("subtract"),
+    "snntorch-none-membrane": lambda: _snntorch_net("none"),
+}
+
+
+@pytest.mark.parametrize("case", list(SPIKING_READOUTS))
+def test_spiking_readout_score_bounds_exact_gradient_norm(case):
+    from spikeprune.interop import TimeWrapper
+
+    torch.manual_seed(0)
+    model = SPIKING_READOUTS[case]()
+    readout = "membrane" if case.endswith("membrane") else "output"
+    if not isinstance(model, TimeWrapper):
+        model = TimeWrapper(model, timesteps=4, input_shape=(1, 6, 6), readout=readout)
+    elif readout == "membrane":
+        model = TimeWrapper(model.model, timesteps=4, input_shape=(1, 6, 6), readout=readout)
+    with torch.no_grad():  # make every layer fire a fair amount
+        for module in model.modules():
+            if isinstance(module, (nn.Linear, nn.Conv2d)):
+                module.weight.mul_(3.0)
+    x, y = torch.rand(40, 1, 6, 6) * 2, torch.randint(0, 5, (40,))
+    probe = SpikeProbe(model)
+    assert probe.spiking_readout
+    logits = model(x)
+    extras = probe.collect()
+    score = spike_aware_score(logits.detach(), y, extras)
+    probe.remove()
+    exact = _per_example_norms(model, probe.names, x, y)
+    assert (exact > 0).float().mean() > 0.5  # not vacuous
+    assert torch.all(score >= exact * (1 - 1e-4)), (score - exact).min()
+    # the readout part is exact: with the hidden synapse's term removed, the score is the readout's own norm
+    readout_only = spike_aware_score(logits.detach(), y, {**extras, "sadp_w": torch.zeros_like(extras["sadp_w"])})
+    modules = dict(model.named_modules())
+    params = list(modules[probe.names["readout"]].parameters())
+    for i in range(8):
+        loss = F.cross_entropy(model(x[i : i + 1]), y[i : i + 1])
+        norm = torch.sqrt(sum(g.square().sum() for g in torch.autograd.grad(loss, params)))
+        torch.testing.assert_close(readout_only[i], norm, rtol=1e-4, atol=1e-6)
+
+
+def test_spiking_readout_needs_a_hidden_layer_and_a_linear_before_the_output():
+    from spikeprune.errors import SpikepruneError
+    from spikeprune.interop import TimeWrapper
+
+    shallow = TimeWrapper(nn.Sequential(PerStep(nn.Flatten(), nn.Linear(36, 5)), LIF()), 2, input_shape=(1, 6, 6))
+    with pytest.raises(SpikepruneError, match="no spiking layer before the readout"):
+        SpikeProbe(shallow)
+    conv_out = nn.Sequential(PerStep(nn.Conv2d(1, 4, 3)), LIF(), PerStep(nn.Conv2d(4, 5, 4)), LIF())
+    with pytest.raises(SpikepruneError, match="nn.Linear readout"):
+        SpikeProbe(TimeWrapper(conv_out, 2, input_shape=(1, 6, 6)))

@@ -32,7 +32,7 @@ class SADP(ImportanceSampledPruner):
         return self.probe.collect() if self.probe is not None else {}
 
     def score(self, stats: StepStats) -> Tensor:
-        if "sadp_q" not in stats.extras:
+        if "sadp_cw" not in stats.extras:
             raise SpikepruneError("SADP has no spike statistics: call pruner.attach(model) before training")
         return spike_aware_score(stats.logits, stats.targets, stats.extras)
 

@@ -77,6 +77,7 @@ class ForeignNeuron(SpikingNeuron):
         self.backend = self.framework
         self.record = False
         self.records: dict[str, Tensor] = {}
+        self.output_membrane = False  # return the membrane (with its gradient) instead of the spikes
         self.register_state_dict_post_hook(_drop_infix)
         self.register_load_state_dict_pre_hook(_add_infix)
 
@@ -90,7 +91,8 @@ class ForeignNeuron(SpikingNeuron):
         raise NotImplementedError
 
     def run(self, x_seq: Tensor) -> tuple[Tensor, Tensor | None]:
-        """Spikes ``[T, B, ...]`` of the wrapped neuron, and its membrane ``h`` when ``record`` is set."""
+        """Spikes ``[T, B, ...]`` of the wrapped neuron, and its membrane ``h`` when ``record`` is set (with
+        its gradient when ``output_membrane`` is set)."""
         raise NotImplementedError
 
     # --- interface -----------------------------------------------------------------------------
@@ -111,8 +113,8 @@ class ForeignNeuron(SpikingNeuron):
         finally:
             self.reset_state()
         if self.record:
-            self.records = {"spikes": spikes.detach(), "membrane": membrane}
-        return spikes
+            self.records = {"spikes": spikes.detach(), "membrane": membrane.detach()}
+        return membrane if self.output_membrane else spikes
 
     def extra_repr(self) -> str:
         reset = "soft" if self.v_reset is None else f"hard(v_reset={self.v_reset:g})"
@@ -179,24 +181,43 @@ def fold_sequentials(model: nn.Module) -> nn.Module:
     return model
 
 
+READOUTS = ("output", "membrane")
+
+
 class TimeWrapper(nn.Module):
     """A time-major network as a classifier, like spikeprune's own models.
 
     ``model`` maps ``[T, B, ...]`` to ``[T, B, classes]`` (an adapted network). A static batch
     ``[B, *input_shape]`` is first encoded to ``[T, B, ...]`` (``direct`` repetition by default);
     a sequence ``[T, B, *input_shape]`` (events) goes in as it is. The logits are the mean over time
-    of the network's output. ``timesteps`` and ``input_shape`` are read by SLAMP's calibration and
+    of the network's output (``readout="output"``): a final Linear's output, or the spike rates of a
+    final layer of neurons (snnTorch's ``Leaky(..., output=True)``). ``readout="membrane"`` takes the
+    mean membrane potential of that final layer instead. ``timesteps`` and ``input_shape`` are read by SLAMP's calibration and
     the profile. state_dict keys gain the prefix ``model.``.
     """
 
     def __init__(
-        self, model: nn.Module, timesteps: int, *, input_shape: tuple[int, ...] | None = None, encoder: str = "direct"
+        self,
+        model: nn.Module,
+        timesteps: int,
+        *,
+        input_shape: tuple[int, ...] | None = None,
+        encoder: str = "direct",
+        readout: str = "output",
     ) -> None:
         super().__init__()
+        if readout not in READOUTS:
+            raise SpikepruneError(f"unknown readout {readout!r}; choose one of {', '.join(READOUTS)}")
         self.model = model
         self.encoder = build_encoder(encoder, timesteps)
         self.timesteps = int(timesteps)
         self.input_shape = tuple(input_shape) if input_shape is not None else None
+        self.readout = readout
+        if readout == "membrane":
+            neurons = [m for m in model.modules() if isinstance(m, SpikingNeuron)]
+            if not neurons:
+                raise SpikepruneError("readout='membrane' needs a network that ends in a layer of spiking neurons")
+            neurons[-1].output_membrane = True
 
     def forward(self, x: Tensor) -> Tensor:
         sequence = self.input_shape is not None and x.dim() == len(self.input_shape) + 2

@@ -99,9 +99,10 @@ class SnnTorchNeuron(ForeignNeuron):
 
     def run(self, x_seq: Tensor) -> tuple[Tensor, Tensor | None]:
         spikes, membranes = [], []
+        keep = self.record or self.output_membrane
         for x in x_seq:
             out = self.neuron(x)
             spikes.append(out[0] if isinstance(out, tuple) else out)
-            if self.record:
-                membranes.append(self.neuron.mem.detach())
-        return torch.stack(spikes), (torch.stack(membranes) if self.record else None)
+            if keep:
+                membranes.append(self.neuron.mem if self.output_membrane else self.neuron.mem.detach())
+        return torch.stack(spikes), (torch.stack(membranes) if keep else None)

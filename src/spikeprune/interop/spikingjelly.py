@@ -24,6 +24,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from spikeprune.errors import SpikepruneError
 from spikeprune.interop.base import ForeignNeuron, FrameworkSurrogate
 from spikeprune.snn.neurons import _charge, _reset
 from spikeprune.snn.surrogate import ATan, Sigmoid, Surrogate
@@ -99,6 +100,11 @@ class SpikingJellyNeuron(ForeignNeuron):
         return 1.0 / float(self.neuron.tau)
 
     def run(self, x_seq: Tensor) -> tuple[Tensor, Tensor | None]:
+        if self.output_membrane:
+            raise SpikepruneError(
+                "readout='membrane' is not supported for SpikingJelly neurons (spikeprune replays their membrane "
+                "without gradient); end the network with a Linear readout, or use the spike-rate readout"
+            )
         if self.neuron.step_mode == "m":
             spikes = self.neuron(x_seq)
         else:

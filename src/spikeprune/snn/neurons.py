@@ -197,6 +197,7 @@ class SpikingNeuron(nn.Module):
         self.decay_input = True
         self.record = False
         self.records: dict[str, Tensor] = {}
+        self.output_membrane = False  # return the membrane h instead of the spikes (a membrane readout)
 
     # --- subclasses -------------------------------------------------------------------------
     def leak(self) -> Tensor | float | None:
@@ -224,7 +225,7 @@ class SpikingNeuron(nn.Module):
             raise SpikepruneError(
                 f"{type(self).__name__} expects a time-first tensor [T, B, ...], got shape {tuple(x_seq.shape)}"
             )
-        if self.backend == "fused" and self.norm is None:
+        if self.backend == "fused" and self.norm is None and not self.output_membrane:
             k = self.leak()
             spikes, membrane = _FusedNeuron.apply(
                 x_seq, 0.0 if k is None else k, self.surrogate.alpha, self._dynamics(), self.surrogate
@@ -233,7 +234,7 @@ class SpikingNeuron(nn.Module):
             spikes, membrane = self._loop(x_seq)
         if self.record:
             self.records = {"spikes": spikes.detach(), "membrane": membrane.detach()}
-        return spikes
+        return membrane if self.output_membrane else spikes  # the loop's membrane carries its gradient
 
     def _loop(self, x_seq: Tensor) -> tuple[Tensor, Tensor]:
         dyn = self._dynamics()
