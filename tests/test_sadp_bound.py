@@ -149,7 +149,7 @@ def _our_net(neuron_options, pooled=False):
 
 def _snntorch_net(reset):
     snn = pytest.importorskip("snntorch")
-    from spikeprune.interop import TimeWrapper, adapt
+    from spikeprune.interop import adapt
 
     net = nn.Sequential(
         nn.Flatten(),

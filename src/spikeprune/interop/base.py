@@ -192,8 +192,8 @@ class TimeWrapper(nn.Module):
     a sequence ``[T, B, *input_shape]`` (events) goes in as it is. The logits are the mean over time
     of the network's output (``readout="output"``): a final Linear's output, or the spike rates of a
     final layer of neurons (snnTorch's ``Leaky(..., output=True)``). ``readout="membrane"`` takes the
-    mean membrane potential of that final layer instead. ``timesteps`` and ``input_shape`` are read by SLAMP's calibration and
-    the profile. state_dict keys gain the prefix ``model.``.
+    mean membrane potential of that final layer instead. ``timesteps`` and ``input_shape`` are read
+    by SLAMP's calibration and the profile. state_dict keys gain the prefix ``model.``.
     """
 
     def __init__(
