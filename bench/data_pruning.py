@@ -1,35 +1,45 @@
-"""How do SADP and the baselines trade accuracy for training time? Data-pruning grid, score quality, variance.
+"""For the same training cost, which data-pruning method gives the best accuracy?
 
-1. **Accuracy/time grid.** ``scnn`` on ``mnist5k`` and ``scnn1d`` on ``mnist1d``, trained with full data
-   (``full``), with full data for ``round((1 − r)·epochs)`` epochs (``fewer_epochs``: same compute), and
-   with each data pruner (``random``, ``infobatch``, ``loss``, ``ucb``, ``sadp``) at prune ratios
-   r ∈ {0.3, 0.5, 0.7}, seeds 0, 1, 2, all in this one process. Runs are interleaved: for each seed
-   and dataset, ``full`` once, then per ratio the six contenders in an order that rotates from block
-   to block. All pruners use their default schedule (1 warm-up epoch, last 12.5 % of epochs on full
-   data; InfoBatch has no warm-up). Speedup = full train seconds / method train seconds, per seed,
-   then the median; "ideal" is the best speedup the method's data budget allows.
-2. **Score quality.** On the seed-0 full-data model of each dataset (eval mode) and a fixed set of
-   training examples (not augmented): the exact per-example gradient norm (all parameters, and only
-   the layers SADP bounds: readout + the probed synapse), from ``torch.func`` on a ``loop``-backend
-   copy; the SADP score (``SpikeProbe`` on the fused model); the ANN bound ``‖softmax(z) − onehot(y)‖``.
-   Spearman correlations of both scores with both exact norms.
-3. **Gradient-estimator variance at the same budget.** With the same examples' exact per-example
-   gradients g_i and k = N/2: Monte Carlo of E‖ĝ − ḡ‖² for ĝ = (1/k) Σ_{i∈S} w_i g_i under uniform
-   sampling without replacement (w = 1) and under importance sampling (ε-floored probabilities,
-   water-filled inclusion probabilities, systematic sampling, weights k/(Nπ_i), as SADP samples) with
-   the ANN bound, the SADP score and the exact norms (oracle) as scores.
+1. **Equal-cost grid.** On each data-pruning workload of ``bench/workloads.py`` (``mnist1d40k-scnn1d``,
+   ``nmnist5k-vggsnn``, ``mnist5k-scnn``) and seeds 0–4, every method trains at budgets of 30%, 50%
+   and 70% of the full-data cost (examples visited; full data is the workload's dense run of E epochs):
 
-Run: ``python bench/data_pruning.py`` (``--quick`` for a small smoke run). Writes
-``bench/results/data_pruning.{json,md,png}`` (or into ``--out-dir``).
+   * ``fewer_epochs``: full data for ``b·E`` epochs (the last one cut short), the cosine schedule over
+     the steps that run;
+   * ``random``, ``loss``, ``ucb``, ``sadp``: E epochs of ``round(b·N)`` examples each (``prune_ratio =
+     1 − b``), no warm-up and no annealing: at E = 2–4 epochs a full warm-up or annealing epoch alone
+     costs 25–50% of the full-data budget, more than the smallest budget;
+   * ``infobatch``: InfoBatch's own first epoch is full (it needs every example's loss), then each
+     epoch's drop probability is calibrated from the current losses so that the expected epoch size
+     meets the rest of the budget (``CalibratedInfoBatch``); a budget below its first epoch's cost
+     cannot be met and is reported as such.
+
+   Runs are interleaved: seed → workload → (full, then per budget the methods in an order that rotates
+   from block to block). Each cell reports the mean accuracy, the realized cost, and the paired
+   difference to random and to InfoBatch (and to full data) with a 95% interval and a verdict
+   (``bench/stats.py``).
+2. **Speed** (``--timing``, on an idle machine): per workload, full data and every method at every
+   budget, on ``TIMING_EXAMPLES`` training examples, in rotating order, ``TIMING_REPEATS`` repeats (seeds);
+   medians of the speedup against full data, against the ideal ``1/b``, and SADP's scoring overhead.
+3. **Score quality and variance** on each workload's seed-0 full-data model: Spearman correlation of
+   SADP's score and of the ANN bound ``‖δ‖`` with the exact per-example gradient norm, and the variance
+   of the weighted gradient estimator at k = N/2 under uniform and importance sampling (ANN bound,
+   SADP, exact norm).
+
+Run: ``python bench/data_pruning.py [--quick] [--runs FILE]`` (grid and diagnostics), then
+``python bench/data_pruning.py --timing`` with nothing else running. Writes
+``bench/results/data_pruning.{json,md,png}`` and ``data_pruning_timing.{json,md}``.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import json
 import math
 import statistics
 import time
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +48,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
-from spikeprune.data import IndexedDataset, build_dataset
-from spikeprune.datapruning import PruningSchedule, SpikeProbe, delta_norm, spike_aware_score
+from spikeprune.data import IndexedDataset
+from spikeprune.datapruning import DataPruner, EpochPlan, SpikeProbe, delta_norm, spike_aware_score
+from spikeprune.datapruning.baselines import InfoBatch
 from spikeprune.datapruning.sampling import (
     budget,
     floor_probabilities,
@@ -47,210 +58,301 @@ from spikeprune.datapruning.sampling import (
     systematic_sample,
     unbiased_weights,
 )
-from spikeprune.train import Trainer, make_config
+from spikeprune.train import Trainer
 
 try:
-    from harness import environment, write_results
+    from harness import RESULTS, RunStore, environment, summarize, write_results
+    from stats import compare, mean_interval
+    from workloads import WORKLOADS, Workload, datasets, train_dense
 except ImportError:  # imported as bench.data_pruning
-    from bench.harness import environment, write_results
+    from bench.harness import RESULTS, RunStore, environment, summarize, write_results
+    from bench.stats import compare, mean_interval
+    from bench.workloads import WORKLOADS, Workload, datasets, train_dense
 
 NAME = "data_pruning"
+WORKLOAD_NAMES = ("mnist1d40k-scnn1d", "nmnist5k-vggsnn", "mnist5k-scnn")
+BUDGETS = (0.3, 0.5, 0.7)
+PRUNERS = ("random", "infobatch", "loss", "ucb", "sadp")
+METHODS = ("fewer_epochs", *PRUNERS)
+SEEDS = (0, 1, 2, 3, 4)
+SCHEDULE = {"warmup_epochs": 0, "anneal_fraction": 0.0}
+COST_TOLERANCE = 0.02  # realized cost within 2% of the budget
+MAX_INFOBATCH_RATIO = 0.95  # survivors are weighted 1/(1 − r): at most 20; a budget that needs more is missed
+SCORE_EXAMPLES = 512
+DRAWS = 2000
+SAMPLE_FRACTION = 0.5
+EPSILON = 0.1
+GRAD_CHUNK = 32
+TIMING_EXAMPLES = {"mnist1d40k-scnn1d": 8000, "nmnist5k-vggsnn": 1024, "mnist5k-scnn": 2000}
+TIMING_REPEATS = 3
 
-# Training settings per dataset (the same for every method; only epochs change for fewer_epochs).
-# mnist5k: 4,000 train / 1,000 test real MNIST digits; mnist1d: 4,000 / 1,000 MNIST-1D signals.
-DATASETS: dict[str, dict[str, Any]] = {
-    "mnist5k": dict(model="scnn", epochs=8, batch_size=64, optimizer="adamw", lr=2e-3, weight_decay=1e-4, timesteps=4),
-    "mnist1d": dict(
-        model="scnn1d", epochs=16, batch_size=64, optimizer="adamw", lr=2e-3, weight_decay=1e-4, timesteps=4
-    ),
-}
-PRUNERS = ("random", "infobatch", "loss", "ucb", "sadp")  # data_pruning names, default options
-METHODS = ("full", "fewer_epochs", *PRUNERS)
-RATIOS = (0.3, 0.5, 0.7)
-SEEDS = (0, 1, 2)
-SCORE_EXAMPLES = 512  # training examples for parts 2 and 3
-DRAWS = 2000  # Monte Carlo draws per estimator in part 3
-SAMPLE_FRACTION = 0.5  # k = SAMPLE_FRACTION · SCORE_EXAMPLES in part 3
-EPSILON = 0.1  # probability floor, as SADP's default
-GRAD_CHUNK = 32  # examples per vmap call for the exact per-example gradients
-WARMUP_EXAMPLES = 256  # one untimed epoch on this many examples before each (seed, dataset) block
-
-# --quick: the same code paths, tiny (mnist5k only, 1,000 training examples, 3 epochs so one is pruned).
 QUICK = dict(
-    datasets=("mnist5k",),
-    epochs=3,
-    seeds=(0,),
-    ratios=(0.5,),
-    methods=("full", "fewer_epochs", "random", "sadp", "infobatch"),
-    train_examples=1000,
-    score_examples=128,
+    workloads=("mnist5k-scnn",),
+    seeds=(0, 1),
+    budgets=(0.5,),
+    methods=METHODS,
+    epochs=2,
+    train_examples=256,
+    test_examples=128,
+    score_examples=64,
     draws=50,
+    timing_methods=("fewer_epochs", "sadp"),
 )
 
 
-# --------------------------------------------------------------------------------------------- part 1
-def fewer_epochs(epochs: int, ratio: float) -> int:
-    """Full-data epochs with the compute of pruning ``ratio``: ``round((1 − r)·epochs)``, at least 1."""
-    return max(1, round((1.0 - ratio) * epochs))
+# --------------------------------------------------------------------------------------------- contenders
+class FewerEpochs(DataPruner):
+    """Full data for ``b·E`` epochs: whole passes, then the last pass cut to the remaining fraction."""
+
+    def __init__(self, passes: float, seed: int = 0) -> None:
+        self.passes, self.seed = passes, seed
+
+    def epoch_size(self, epoch: int, num_examples: int) -> int:
+        return min(num_examples, round((self.passes - epoch) * num_examples))
+
+    def plan(self, epoch: int, num_examples: int) -> EpochPlan:
+        size = self.epoch_size(epoch, num_examples)
+        if size >= num_examples:
+            return EpochPlan(torch.arange(num_examples))
+        generator = torch.Generator().manual_seed(self.seed * 7919 + epoch)
+        return EpochPlan(torch.randperm(num_examples, generator=generator)[:size])
 
 
-def datasets_for(name: str, seed: int, train_examples: int | None) -> tuple[IndexedDataset, IndexedDataset]:
-    train, test = build_dataset(name, seed=seed)
-    if train_examples is not None and train_examples < len(train):
-        train = IndexedDataset(
-            train.data[:train_examples],
-            train.targets[:train_examples],
-            train.info,
-            augment=train.augment,
-            seed=train.seed,
-        )
-    return train, test
+class CalibratedInfoBatch(InfoBatch):
+    """InfoBatch whose drop probability is set each epoch so that the expected epoch size is ``target``.
+
+    InfoBatch drops below-mean-loss examples with probability r and weights their survivors
+    ``1/(1 − r)``; its epoch size is random. Here r_e = (N − target)/#below-mean (at most 1), from the
+    current losses, so the realized cost follows a budget (within the binomial noise of the draws).
+    The first epoch is InfoBatch's own: full, since no loss is known yet. r stays at or below
+    ``MAX_INFOBATCH_RATIO``, so a survivor's weight is at most 20; where a budget needs more, the realized
+    cost exceeds it and the cell says so.
+    """
+
+    def __init__(self, epochs: int, target: int, seed: int = 0) -> None:
+        super().__init__(0.5, epochs, anneal_fraction=0.0, seed=seed)
+        self.target = target
+
+    def _ratio(self, num_examples: int) -> float:
+        well_learned = int((self.scores < self.scores.mean()).sum())
+        wanted = (num_examples - self.target) / well_learned if well_learned else 0.0
+        return min(MAX_INFOBATCH_RATIO, max(0.0, wanted))
+
+    def epoch_size(self, epoch: int, num_examples: int) -> int:
+        self._ensure(num_examples)
+        self.prune_ratio = self._ratio(num_examples)
+        return super().epoch_size(epoch, num_examples)
+
+    def plan(self, epoch: int, num_examples: int) -> EpochPlan:
+        self._ensure(num_examples)
+        self.prune_ratio = self._ratio(num_examples)
+        return super().plan(epoch, num_examples)
 
 
-def train_run(
-    dataset: str, settings: dict[str, Any], method: str, ratio: float, seed: int, train_examples: int | None
-) -> tuple[dict[str, Any], Trainer]:
-    """One training run in this process (no files); returns its record and the trainer."""
-    epochs = settings["epochs"]
-    values = {**settings, "dataset": dataset, "seed": seed, "progress": False}
+def infobatch_target(workload: Workload, fraction: float, num_examples: int) -> int | None:
+    """Per-epoch size after InfoBatch's full first epoch that spends ``fraction`` of the full-data cost,
+    or None when the first epoch alone exceeds it."""
+    rest = fraction * workload.epochs * num_examples - num_examples
+    if workload.epochs < 2 or rest <= 0:
+        return None
+    return round(rest / (workload.epochs - 1))
+
+
+def run_method(
+    workload: Workload,
+    seed: int,
+    method: str,
+    fraction: float,
+    train: IndexedDataset,
+    test: IndexedDataset,
+) -> dict[str, Any]:
+    """One run at ``fraction`` of the full-data cost; returns its record (no files)."""
+    n = len(train)
+    extra: dict[str, Any] = {}
+    pruner: DataPruner | None = None
     if method == "fewer_epochs":
-        values["epochs"] = fewer_epochs(epochs, ratio)
-    elif method != "full":
-        values.update(data_pruning=method, prune_ratio=ratio)
-    config = make_config(values, f"{NAME} settings")
-    train_set, test_set = datasets_for(dataset, seed, train_examples)
-    started = time.perf_counter()
-    trainer = Trainer(config, None, train_set=train_set, test_set=test_set)
+        passes = fraction * workload.epochs
+        extra["epochs"] = math.ceil(passes - 1e-9)
+        pruner = FewerEpochs(passes, seed)
+    elif method == "infobatch":
+        target = infobatch_target(workload, fraction, n)
+        if target is None:
+            return {"feasible": False}
+        pruner = CalibratedInfoBatch(workload.epochs, target, seed)
+    else:
+        extra.update(data_pruning=method, prune_ratio=1.0 - fraction, data_pruning_options=dict(SCHEDULE))
+    config = workload.config(seed, **extra)
+    trainer = Trainer(config, None, train_set=train, test_set=test, data_pruner=pruner)
     summary = trainer.fit()
-    wall = time.perf_counter() - started
-    record = {
-        "dataset": dataset,
-        "method": method,
-        "prune_ratio": ratio,
-        "seed": seed,
-        "epochs": config.epochs,
+    record: dict[str, Any] = {
+        "feasible": True,
         "test_accuracy": summary["test_accuracy"],
-        "train_seconds": summary["train_seconds"],
         "examples_visited": summary["examples_visited"],
-        "epoch_train_seconds": [r["train_seconds"] for r in trainer.history],
-        "epoch_examples_visited": [r["examples_visited"] for r in trainer.history],
-        "eval_seconds": sum(r["eval_seconds"] for r in trainer.history),
-        "wall_seconds": wall,
+        "cost": summary["examples_visited"] / (workload.epochs * n),
+        "train_seconds": summary["train_seconds"],
+        "epochs": config.epochs,
+        "epoch_examples": [r["examples_visited"] for r in trainer.history],
     }
     if method == "sadp":
         record["scoring_seconds"] = sum(r.get("scoring_seconds", 0.0) for r in trainer.history)
-    return record, trainer
-
-
-def warm_up(dataset: str, settings: dict[str, Any], seed: int, examples: int = WARMUP_EXAMPLES) -> None:
-    """One untimed short epoch, so that one-time costs (data cache, allocator, thread pools, the switch
-    from the other dataset's model) do not land on the block's first timed run, always ``full``."""
-    values = {**settings, "dataset": dataset, "epochs": 1, "seed": seed, "progress": False}
-    train_set, test_set = datasets_for(dataset, seed, examples)
-    Trainer(make_config(values, f"{NAME} warm-up"), None, train_set=train_set, test_set=test_set).fit()
+    if method in ("sadp", "loss"):
+        record["max_weight"] = [r.get("max_weight") for r in trainer.history]
+    return record
 
 
 def run_grid(
-    datasets: dict[str, dict[str, Any]],
-    methods: tuple[str, ...],
-    ratios: tuple[float, ...],
+    workloads: list[Workload],
     seeds: tuple[int, ...],
-    train_examples: int | None,
+    budgets: tuple[float, ...],
+    methods: tuple[str, ...],
+    runs: Path | None,
+    train_examples: int | None = None,
+    test_examples: int | None = None,
+    cache: bool = True,
 ) -> tuple[list[dict[str, Any]], dict[str, nn.Module]]:
-    """All runs, interleaved: seed → dataset → (untimed warm-up, full, then per ratio the contenders in
-    rotating order).
-
-    Returns the run records and, per dataset, the trained model of the first seed's full-data run.
-    """
-    contenders = [m for m in methods if m != "full"]
-    runs: list[dict[str, Any]] = []
+    """Every run, interleaved and resumable; also the seed-first full-data model of each workload."""
+    store = RunStore(runs, ("workload", "method", "budget", "seed"))
     kept: dict[str, nn.Module] = {}
-    blocks = dict.fromkeys(datasets, 0)  # per dataset, so the rotation also varies across seeds
-    total = len(seeds) * len(datasets) * (1 + len(ratios) * len(contenders))
     started = time.perf_counter()
-
-    def log(record: dict[str, Any]) -> None:
-        print(
-            f"[{len(runs)}/{total} {time.perf_counter() - started:7.0f}s] {record['dataset']} {record['method']} "
-            f"r={record['prune_ratio']} seed={record['seed']}: acc {record['test_accuracy']:.4f}, "
-            f"train {record['train_seconds']:.1f}s, visited {record['examples_visited']}",
-            flush=True,
-        )
-
     for seed in seeds:
-        for dataset, settings in datasets.items():
-            warm_up(dataset, settings, seed)
-            record, trainer = train_run(dataset, settings, "full", 0.0, seed, train_examples)
-            runs.append(record)
-            log(record)
-            if dataset not in kept:
-                kept[dataset] = trainer.model
-            del trainer
-            for ratio in ratios:
-                shift = blocks[dataset] % len(contenders)
-                for method in contenders[shift:] + contenders[:shift]:
-                    record, _ = train_run(dataset, settings, method, ratio, seed, train_examples)
-                    runs.append(record)
-                    log(record)
-                blocks[dataset] += 1
-    return runs, kept
+        for block, workload in enumerate(workloads):
+            train, test = datasets(workload, seed, train_examples, test_examples)
+            model, record = train_dense(workload, seed, train, test, cache=cache)
+            kept.setdefault(workload.name, model)
+            if store.get(workload=workload.name, method="full", budget=1.0, seed=seed) is None:
+                store.add(
+                    {"workload": workload.name, "method": "full", "budget": 1.0, "seed": seed, "cost": 1.0, **record}
+                )
+            for b_index, fraction in enumerate(budgets):
+                shift = (seed + block + b_index) % len(methods)
+                for method in methods[shift:] + methods[:shift]:
+                    if store.get(workload=workload.name, method=method, budget=fraction, seed=seed) is not None:
+                        continue
+                    record = run_method(workload, seed, method, fraction, train, test)
+                    row = store.add(
+                        {"workload": workload.name, "method": method, "budget": fraction, "seed": seed, **record}
+                    )
+                    if row["feasible"]:
+                        print(
+                            f"[{time.perf_counter() - started:6.0f}s] {workload.name} seed {seed} {method} "
+                            f"b={fraction}: acc {row['test_accuracy']:.4f}, cost {row['cost']:.3f}",
+                            flush=True,
+                        )
+    return store.rows, kept
 
 
-def ideal_speedup(method: str, ratio: float, epochs: int, visited_ratio: float) -> float:
-    """Best speedup the method's data budget allows (visited-based for InfoBatch, whose size is random)."""
-    if method == "full":
-        return 1.0
-    if method == "fewer_epochs":
-        return epochs / fewer_epochs(epochs, ratio)
-    if method == "infobatch":
-        return visited_ratio
-    return PruningSchedule(epochs).theoretical_speedup(ratio)
+# --------------------------------------------------------------------------------------------- aggregate
+def aggregate(rows: list[dict[str, Any]], workloads: list[Workload], budgets, methods) -> dict[str, Any]:
+    """Per workload and budget: each method's accuracy and cost, and its paired verdicts."""
+    feasible = [r for r in rows if r.get("feasible", True)]
+    out: dict[str, Any] = {}
+    for workload in workloads:
+        mine = [r for r in feasible if r["workload"] == workload.name]
+        full = [r for r in mine if r["method"] == "full"]
+        if len(full) < 2:
+            continue
+        entry: dict[str, Any] = {"full": mean_interval([r["test_accuracy"] for r in full]).as_dict(), "cells": []}
+        for fraction in budgets:
+            for method in methods:
+                group = [r for r in mine if r["method"] == method and r["budget"] == fraction]
+                infeasible = [
+                    r
+                    for r in rows
+                    if r["workload"] == workload.name
+                    and r["method"] == method
+                    and r["budget"] == fraction
+                    and not r.get("feasible", True)
+                ]
+                cell: dict[str, Any] = {"method": method, "budget": fraction, "seeds": sorted(r["seed"] for r in group)}
+                if infeasible and not group:
+                    cell["feasible"] = False
+                    entry["cells"].append(cell)
+                    continue
+                if len(group) < 2:
+                    continue
+                costs = [r["cost"] for r in group]
+                cell.update(
+                    feasible=True,
+                    accuracy=mean_interval([r["test_accuracy"] for r in group]).as_dict(),
+                    cost_mean=statistics.fmean(costs),
+                    cost_max_error=max(abs(c - fraction) for c in costs),
+                    cost_within_tolerance=all(abs(c - fraction) <= COST_TOLERANCE * fraction for c in costs),
+                )
+                entry["cells"].append(cell)
+        cell_rows = [r for r in mine if r["method"] != "full"] + [
+            {**r, "budget": b} for r in full for b in budgets
+        ]  # full data appears in every budget as a reference
+        for reference in ("random", "infobatch", "full"):
+            verdicts = compare(
+                cell_rows,
+                cell=lambda r: (r["budget"], r["method"]),
+                reference=lambda r, ref=reference: (r["budget"], ref),
+            )
+            for v in verdicts:
+                budget_value, method = v["cell"]
+                for cell in entry["cells"]:
+                    if cell["method"] == method and cell["budget"] == budget_value:
+                        cell.setdefault("versus", {})[reference] = {
+                            "difference": v["difference"],
+                            "verdict": v["verdict"],
+                            "seeds": v["seeds"],
+                        }
+        out[workload.name] = entry
+    return out
 
 
-def aggregate(runs: list[dict[str, Any]], datasets: dict[str, dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    """Per (dataset, method, r): accuracy mean ± std over seeds, visited, seconds, speedup vs full, ideal."""
-    grid: dict[str, list[dict[str, Any]]] = {}
-    for dataset, settings in datasets.items():
-        mine = [r for r in runs if r["dataset"] == dataset]
-        full = {r["seed"]: r for r in mine if r["method"] == "full"}
-        full_mean = statistics.fmean(r["test_accuracy"] for r in full.values())
-        keys = sorted({(r["method"], r["prune_ratio"]) for r in mine}, key=lambda k: (METHODS.index(k[0]), k[1]))
-        rows = []
-        for method, ratio in keys:
-            group = [r for r in mine if r["method"] == method and r["prune_ratio"] == ratio]
-            accuracies = [r["test_accuracy"] for r in group]
-            speedups = [full[r["seed"]]["train_seconds"] / r["train_seconds"] for r in group]
-            visited_ratios = [full[r["seed"]]["examples_visited"] / r["examples_visited"] for r in group]
-            mean = statistics.fmean(accuracies)
-            speedup = statistics.median(speedups)
-            ideal = ideal_speedup(method, ratio, settings["epochs"], statistics.median(visited_ratios))
-            row = {
+# --------------------------------------------------------------------------------------------- timing
+def timing(workloads: list[Workload], budgets, methods, repeats: int, examples: dict[str, int]) -> dict[str, Any]:
+    """Train seconds of full data and of every method at every budget, interleaved; medians over repeats."""
+    out: dict[str, Any] = {}
+    for workload in workloads:
+        samples: dict[str, list[dict[str, float]]] = {}
+        for repeat in range(repeats):
+            train, test = datasets(workload, repeat, examples.get(workload.name), 256)
+            contenders = [("full", 1.0)] + [(m, b) for b in budgets for m in methods]
+            shift = repeat % len(contenders)
+            for method, fraction in contenders[shift:] + contenders[:shift]:
+                if method == "full":
+                    config = workload.config(repeat)
+                    trainer = Trainer(config, None, train_set=train, test_set=test)
+                    trainer.fit()
+                    record = {"train_seconds": sum(r["train_seconds"] for r in trainer.history), "cost": 1.0}
+                else:
+                    record = run_method(workload, repeat, method, fraction, train, test)
+                    if not record["feasible"]:
+                        continue
+                samples.setdefault(f"{method}@{fraction}", []).append(record)
+            print(f"timing {workload.name} repeat {repeat} done", flush=True)
+        full = samples["full@1.0"]
+        cells = {}
+        for key, records in samples.items():
+            if key == "full@1.0":
+                continue
+            method, fraction = key.split("@")
+            speedups = [f["train_seconds"] / r["train_seconds"] for f, r in zip(full, records, strict=False)]
+            cost = statistics.fmean(r["cost"] for r in records)
+            cell = {
                 "method": method,
-                "prune_ratio": ratio,
-                "seeds": [r["seed"] for r in group],
-                "epochs": group[0]["epochs"],
-                "accuracy_mean": mean,
-                "accuracy_std": statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0,
-                "accuracies": accuracies,
-                "delta_vs_full_points": 100.0 * (mean - full_mean),
-                "examples_visited": statistics.fmean(r["examples_visited"] for r in group),
-                "visited_ratio": statistics.median(visited_ratios),
-                "train_seconds": statistics.fmean(r["train_seconds"] for r in group),
+                "budget": float(fraction),
+                "speedup": statistics.median(speedups),
                 "speedups": speedups,
-                "speedup": speedup,
-                "ideal_speedup": ideal,
-                "speedup_fraction_of_ideal": speedup / ideal,
+                "ideal": 1.0 / cost,
+                "fraction_of_ideal": statistics.median(speedups) * cost,
             }
             if method == "sadp":
-                row["scoring_overhead_percent"] = statistics.fmean(
-                    100.0 * r["scoring_seconds"] / r["train_seconds"] for r in group
+                cell["scoring_overhead_percent"] = statistics.median(
+                    100 * r["scoring_seconds"] / r["train_seconds"] for r in records
                 )
-            rows.append(row)
-        grid[dataset] = rows
-    return grid
+            cells[key] = cell
+        out[workload.name] = {
+            "train_examples": len(datasets(workload, 0, examples.get(workload.name), 16)[0]),
+            "full_seconds": summarize([r["train_seconds"] for r in full]),
+            "cells": cells,
+        }
+    return out
 
 
-# --------------------------------------------------------------------------------------------- parts 2 and 3
+# --------------------------------------------------------------------------------------------- diagnostics
 def loop_copy(model: nn.Module) -> nn.Module:
     """A copy whose neurons use the step-by-step autograd backend (the fused one does not support vmap)."""
     twin = copy.deepcopy(model)
@@ -343,29 +445,26 @@ def variance_study(kernel: Tensor, scores: dict[str, Tensor], draws: int, seed: 
     base = estimators["uniform"]["mse"]
     for values in estimators.values():
         values["relative_to_uniform"] = values["mse"] / base
-    # closed form for uniform sampling without replacement, as a check on the Monte Carlo
-    spread = float(kernel.trace() - kernel.sum() / n)  # Σ‖g_i − ḡ‖²
-    analytic = (1.0 - k / n) / k * spread / (n - 1)
+    spread = float(kernel.trace() - kernel.sum() / n)  # Σ‖g_i − ḡ‖²: closed form for uniform, as a check
     return {
         "examples": n,
         "k": k,
         "draws": draws,
         "epsilon": EPSILON,
         "estimators": estimators,
-        "uniform_closed_form": analytic,
+        "uniform_closed_form": (1.0 - k / n) / k * spread / (n - 1),
     }
 
 
 def score_study(
-    model: nn.Module, dataset: str, seed: int, examples: int, draws: int, train_examples: int | None
+    model: nn.Module, workload: Workload, examples: int, draws: int, train_examples: int | None
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Parts 2 and 3 on a trained model and ``examples`` training examples (fixed random subset)."""
+    """Score quality and estimator variance on a trained model and ``examples`` training examples."""
     started = time.perf_counter()
     model = model.eval()
-    device = next(model.parameters()).device
-    train, _ = datasets_for(dataset, seed, train_examples)
-    chosen = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:examples]
-    x, y = train.data[chosen].to(device), train.targets[chosen].to(device)  # un-augmented examples
+    train, _ = datasets(workload, 0, train_examples, 16)
+    chosen = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:examples]
+    x, y = train.data[chosen], train.targets[chosen]
     twin = loop_copy(model)
     sadp, ann, names = sadp_scores(model, x, y, chunk=128)
     modules = dict(twin.named_modules())
@@ -380,294 +479,249 @@ def score_study(
     exact = kernel.diagonal().clamp(min=0).sqrt()
     quality = {
         "examples": examples,
-        "bounded_parameters": bounded,
-        "parameters": sum(p.numel() for p in model.parameters()),
         "spearman": {
             "sadp_vs_exact_all": spearman(sadp, exact),
             "ann_vs_exact_all": spearman(ann, exact),
             "sadp_vs_exact_bounded": spearman(sadp, exact_bounded),
             "ann_vs_exact_bounded": spearman(ann, exact_bounded),
         },
-        # sanity: SADP's score is an upper bound on the bounded layers' exact norm
         "sadp_bound_holds_fraction": float((sadp >= exact_bounded * (1 - 1e-5)).double().mean()),
-        "median_exact_norm_all": float(exact.median()),
-        "median_exact_norm_bounded": float(exact_bounded.median()),
-        "median_sadp_score": float(sadp.median()),
     }
-    variance = variance_study(kernel, {"ann_bound": ann, "sadp": sadp, "oracle": exact}, draws, seed)
+    variance = variance_study(kernel, {"ann_bound": ann, "sadp": sadp, "oracle": exact}, draws, 0)
     quality["seconds"] = time.perf_counter() - started
     return quality, variance
 
 
-# --------------------------------------------------------------------------------------------- targets
-def targets(grid: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    """The four targets, measured per dataset (``holds`` is None where the grid lacks the runs)."""
-    out = []
-    for dataset, rows in grid.items():
-        at = {(r["method"], r["prune_ratio"]): r for r in rows}
-        full = at[("full", 0.0)]
-        sadp_ratios = sorted(r for m, r in at if m == "sadp")
-        for ratio in sadp_ratios:
-            row = at[("sadp", ratio)]
-            out.append(
-                {
-                    "dataset": dataset,
-                    "target": "(i) SADP speedup >= 0.95 x ideal",
-                    "prune_ratio": ratio,
-                    "holds": row["speedup_fraction_of_ideal"] >= 0.95,
-                    "measured": f"{row['speedup']:.2f}x of ideal {row['ideal_speedup']:.2f}x "
-                    f"= {100 * row['speedup_fraction_of_ideal']:.1f} %",
-                }
-            )
-        for ratio in sadp_ratios:
-            row = at[("sadp", ratio)]
-            out.append(
-                {
-                    "dataset": dataset,
-                    "target": "(ii) SADP scoring overhead <= 2 %",
-                    "prune_ratio": ratio,
-                    "holds": row["scoring_overhead_percent"] <= 2.0,
-                    "measured": f"{row['scoring_overhead_percent']:.2f} % of train time",
-                }
-            )
-        row = at.get(("sadp", 0.3))
-        out.append(
-            {
-                "dataset": dataset,
-                "target": "(iii) SADP within 0.5 points of full data at r = 0.3",
-                "prune_ratio": 0.3,
-                "holds": None if row is None else row["delta_vs_full_points"] >= -0.5,
-                "measured": "not run"
-                if row is None
-                else f"SADP {100 * row['accuracy_mean']:.2f} % vs full {100 * full['accuracy_mean']:.2f} % "
-                f"({row['delta_vs_full_points']:+.2f} points)",
-            }
-        )
-        for ratio in (0.5, 0.7):
-            row = at.get(("sadp", ratio))
-            rivals = {m: at.get((m, ratio)) for m in ("random", "infobatch")}
-            missing = row is None or any(v is None for v in rivals.values())
-            out.append(
-                {
-                    "dataset": dataset,
-                    "target": "(iv) SADP ahead of random and infobatch (mean accuracy)",
-                    "prune_ratio": ratio,
-                    "holds": None
-                    if missing
-                    else all(row["accuracy_mean"] > v["accuracy_mean"] for v in rivals.values()),
-                    "measured": "not run"
-                    if missing
-                    else f"SADP {100 * row['accuracy_mean']:.2f} %, "
-                    + ", ".join(f"{m} {100 * v['accuracy_mean']:.2f} %" for m, v in rivals.items()),
-                }
-            )
-    return out
-
-
 # --------------------------------------------------------------------------------------------- report
-def plot(grid: dict[str, list[dict[str, Any]]], path: Path) -> None:
+LABELS = {
+    "full": "full data",
+    "fewer_epochs": "full data, fewer epochs",
+    "random": "random",
+    "infobatch": "InfoBatch (calibrated)",
+    "loss": "loss importance (‖δ‖)",
+    "ucb": "UCB",
+    "sadp": "SADP",
+}
+
+
+def plot(grid: dict[str, Any], rows: list[dict[str, Any]], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     names = list(grid)
-    fig, axes = plt.subplots(2, len(names), figsize=(6.0 * len(names), 8.0), squeeze=False)
-    colors = {m: f"C{i}" for i, m in enumerate(METHODS)}
-    for col, dataset in enumerate(names):
-        rows = grid[dataset]
-        full = next(r for r in rows if r["method"] == "full")
-        top, bottom = axes[0][col], axes[1][col]
-        top.axhline(100 * full["accuracy_mean"], color="black", lw=1.2, label="full data")
-        top.axhspan(
-            100 * (full["accuracy_mean"] - full["accuracy_std"]),
-            100 * (full["accuracy_mean"] + full["accuracy_std"]),
-            color="black",
-            alpha=0.08,
-        )
-        for method in METHODS[1:]:
-            mine = sorted((r for r in rows if r["method"] == method), key=lambda r: r["prune_ratio"])
-            if not mine:
+    fig, axes = plt.subplots(1, len(names), figsize=(6.0 * len(names), 4.8), squeeze=False)
+    for col, name in enumerate(names):
+        ax = axes[0][col]
+        full = grid[name]["full"]
+        ax.axhline(100 * full["mean"], color="black", lw=1.0, label="full data (cost 1)")
+        ax.axhspan(100 * full["low"], 100 * full["high"], color="black", alpha=0.08)
+        for i, method in enumerate(METHODS):
+            cells = [c for c in grid[name]["cells"] if c["method"] == method and c.get("feasible")]
+            if not cells:
                 continue
-            ratios = [r["prune_ratio"] for r in mine]
-            top.errorbar(
-                ratios,
-                [100 * r["accuracy_mean"] for r in mine],
-                yerr=[100 * r["accuracy_std"] for r in mine],
-                marker="o",
-                capsize=3,
-                color=colors[method],
-                label=method,
-            )
-            bottom.plot(
-                ratios,
-                [r["speedup_fraction_of_ideal"] for r in mine],
-                marker="o",
-                color=colors[method],
-                label=method,
-            )
-        for axis in (top, bottom):
-            axis.set_xticks(sorted({r["prune_ratio"] for r in rows if r["method"] != "full"}))
-        top.set_title(f"{dataset}: test accuracy (mean ± std over seeds)")
-        top.set_xlabel("prune ratio r")
-        top.set_ylabel("test accuracy (%)")
-        top.legend(fontsize=8)
-        bottom.axhline(1.0, color="black", lw=1.0)
-        bottom.axhline(0.95, color="grey", ls="--", lw=1.0, label="0.95 of ideal")
-        bottom.set_title(f"{dataset}: measured speedup / ideal speedup")
-        bottom.set_xlabel("prune ratio r")
-        bottom.set_ylabel("fraction of ideal")
-        bottom.legend(fontsize=8)
+            xs = [c["cost_mean"] + (i - 2.5) * 0.006 for c in cells]
+            ys = [100 * c["accuracy"]["mean"] for c in cells]
+            errs = [100 * c["accuracy"]["half_width"] for c in cells]
+            ax.errorbar(xs, ys, yerr=errs, marker="o", capsize=3, label=LABELS[method], color=f"C{i}")
+        ax.set_title(f"{name}: accuracy vs cost (95% intervals)")
+        ax.set_xlabel("cost: examples visited / full data's")
+        ax.set_ylabel("test accuracy (%)")
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
+def _versus(cell: dict[str, Any], reference: str) -> str:
+    v = cell.get("versus", {}).get(reference)
+    if v is None:
+        return "–"
+    d = v["difference"]
+    return f"{100 * d['mean']:+.2f} ± {100 * d['half_width']:.2f} {v['verdict']}"
+
+
 def markdown(payload: dict[str, Any]) -> str:
     env, settings = payload["environment"], payload["settings"]
     lines = [
-        f"## {NAME}" + (" (quick)" if payload["quick"] else ""),
+        f"# {NAME}: accuracy at equal training cost" + (" (quick)" if payload["quick"] else ""),
         "",
-        f"torch {env['torch']}, {env['threads']} threads, {env['processor']}, CUDA: {env['cuda']}. "
-        f"Seeds {', '.join(map(str, settings['seeds']))}; prune ratios {', '.join(map(str, settings['ratios']))}; "
-        f"all runs in one process, interleaved (seed → dataset → full, then per ratio the contenders in rotating "
-        "order). Pruners use their default schedule: 1 warm-up epoch (InfoBatch: none) and the last 12.5 % of "
-        "epochs on full data. Speedup = full-data train seconds / method train seconds per seed, median over "
-        "seeds; ideal = the method's best possible speedup (pruners: `PruningSchedule.theoretical_speedup`; "
-        "fewer_epochs: epochs / its epochs; infobatch: full examples visited / its examples visited). Times "
-        "exclude evaluation.",
+        f"Generated by `bench/data_pruning.py`. Seeds {', '.join(map(str, settings['seeds']))}; budgets "
+        f"{', '.join(f'{b:.0%}' for b in settings['budgets'])} of the full-data cost (examples visited). Every method "
+        "trains the workload's E epochs with its ratio set by the budget and no warm-up or annealing, except "
+        "'fewer epochs' (b·E passes of full data) and InfoBatch (its first epoch full, then calibrated to the "
+        "budget). Accuracy is test accuracy in percent, mean ± 95% interval; differences are paired per seed "
+        "(Student t), with a verdict.",
+        f"Measured run time: {payload['total_seconds'] / 60:.1f} min on {env['threads']} threads "
+        f"({env['processor']}, torch {env['torch']}); the machine was shared with other work during the grid, so "
+        "its train seconds are not timings (see Speed).",
         "",
-        "| dataset | model | epochs | batch | optimizer | lr | weight decay | T | training examples |",
-        "|---|---|---:|---:|---|---:|---:|---:|---:|",
     ]
-    for dataset, s in settings["datasets"].items():
-        lines.append(
-            f"| {dataset} | {s['model']} | {s['epochs']} | {s['batch_size']} | {s['optimizer']} | {s['lr']:g} | "
-            f"{s['weight_decay']:g} | {s['timesteps']} | {settings['train_examples'].get(dataset)} |"
-        )
-    lines.append("")
-    for dataset, rows in payload["grid"].items():
+    for name, entry in payload["grid"].items():
+        w = payload["workloads"][name]
+        full = entry["full"]
         lines += [
-            f"### {dataset}",
+            f"## {name}",
             "",
-            "| method | r | accuracy % (mean ± std) | Δ vs full (points) | examples visited | train s | speedup "
-            "| ideal | speedup/ideal | scoring overhead |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            f"{w['model']} on {w['dataset']}, T={w['timesteps']}, E={w['epochs']} epochs; full data "
+            f"{100 * full['mean']:.2f} ± {100 * full['half_width']:.2f}.",
+            "",
+            "| budget | method | cost | accuracy | vs random | vs InfoBatch | vs full data |",
+            "|---:|---|---:|---:|---:|---:|---:|",
         ]
-        for r in rows:
-            overhead = f"{r['scoring_overhead_percent']:.2f} %" if "scoring_overhead_percent" in r else ""
+        for cell in entry["cells"]:
+            if not cell.get("feasible", False):
+                lines.append(
+                    f"| {cell['budget']:.0%} | {LABELS[cell['method']]} | – | cannot meet this budget "
+                    "(its first epoch alone costs more) | | | |"
+                )
+                continue
+            cost = f"{cell['cost_mean']:.3f}" + ("" if cell["cost_within_tolerance"] else " (off by >2%)")
+            acc = cell["accuracy"]
             lines.append(
-                f"| {r['method']} | {r['prune_ratio']:g} | {100 * r['accuracy_mean']:.2f} ± "
-                f"{100 * r['accuracy_std']:.2f} | {r['delta_vs_full_points']:+.2f} | {r['examples_visited']:,.0f} | "
-                f"{r['train_seconds']:.1f} | {r['speedup']:.2f}× | {r['ideal_speedup']:.2f}× | "
-                f"{100 * r['speedup_fraction_of_ideal']:.1f} % | {overhead} |"
+                f"| {cell['budget']:.0%} | {LABELS[cell['method']]} | {cost} | "
+                f"{100 * acc['mean']:.2f} ± {100 * acc['half_width']:.2f} | {_versus(cell, 'random')} | "
+                f"{_versus(cell, 'infobatch')} | {_versus(cell, 'full')} |"
             )
         lines.append("")
+    timing_payload = payload.get("timing")
+    if timing_payload:
+        lines += timing_markdown(timing_payload)
     lines += [
-        f"### Score quality (seed-{settings['seeds'][0]} full-data model, eval mode)",
+        "## Score quality and estimator variance (seed-0 full-data models)",
         "",
-        "Spearman rank correlation with the exact per-example gradient norm (torch.func on a loop-backend copy), "
-        "over all parameters and over the layers SADP bounds (readout + probed synapse).",
-        "",
-        "| dataset | examples | SADP vs exact (all) | ANN bound vs exact (all) | SADP vs exact (bounded) "
-        "| ANN bound vs exact (bounded) | SADP ≥ exact bounded norm |",
+        "| workload | examples | SADP vs exact (all) | ANN vs exact (all) | SADP vs exact (bounded) | "
+        "ANN vs exact (bounded) | SADP ≥ exact bounded norm |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for dataset, q in payload["score_quality"].items():
+    for name, q in payload["score_quality"].items():
         s = q["spearman"]
         lines.append(
-            f"| {dataset} | {q['examples']} | {s['sadp_vs_exact_all']:.3f} | {s['ann_vs_exact_all']:.3f} | "
+            f"| {name} | {q['examples']} | {s['sadp_vs_exact_all']:.3f} | {s['ann_vs_exact_all']:.3f} | "
             f"{s['sadp_vs_exact_bounded']:.3f} | {s['ann_vs_exact_bounded']:.3f} | "
-            f"{100 * q['sadp_bound_holds_fraction']:.1f} % |"
+            f"{100 * q['sadp_bound_holds_fraction']:.1f}% |"
         )
     lines += [
         "",
-        "### Gradient-estimator variance at the same budget",
+        "E‖ĝ − ḡ‖² of the weighted gradient estimate at k = N/2 (exact per-example gradients, Monte Carlo), "
+        "relative to uniform sampling:",
         "",
-        "E‖ĝ − ḡ‖² of ĝ = (1/k) Σ_{i∈S} w_i g_i over the exact full-model per-example gradients, Monte Carlo; "
-        f"importance sampling uses ε = {EPSILON} floored probabilities, water-filled inclusion probabilities, "
-        "systematic sampling and weights k/(Nπ_i). ± is the Monte Carlo standard error.",
-        "",
-        "| dataset | N | k | draws | estimator | E‖ĝ − ḡ‖² | relative to uniform |",
-        "|---|---:|---:|---:|---|---:|---:|",
+        "| workload | ANN bound | SADP score | exact norm (oracle) | largest weight, SADP |",
+        "|---|---:|---:|---:|---:|",
     ]
-    labels = {
-        "uniform": "uniform, without replacement",
-        "ann_bound": "importance: ANN bound",
-        "sadp": "importance: SADP score",
-        "oracle": "importance: exact norm (oracle)",
-    }
-    for dataset, v in payload["variance"].items():
-        for name, e in v["estimators"].items():
-            lines.append(
-                f"| {dataset} | {v['examples']} | {v['k']} | {v['draws']} | {labels[name]} | "
-                f"{e['mse']:.3e} ± {e['standard_error']:.1e} | {e['relative_to_uniform']:.3f} |"
-            )
+    for name, v in payload["variance"].items():
+        e = v["estimators"]
         lines.append(
-            f"| {dataset} | {v['examples']} | {v['k']} | | uniform, closed form | {v['uniform_closed_form']:.3e} | |"
+            f"| {name} | {e['ann_bound']['relative_to_uniform']:.3f} | {e['sadp']['relative_to_uniform']:.3f} | "
+            f"{e['oracle']['relative_to_uniform']:.3f} | {e['sadp']['max_weight']:.2f} |"
         )
-    lines += ["", "### Targets", "", "| dataset | target | r | holds | measured |", "|---|---|---:|---|---|"]
-    for t in payload["targets"]:
-        holds = "n/a" if t["holds"] is None else ("yes" if t["holds"] else "**no**")
-        lines.append(f"| {t['dataset']} | {t['target']} | {t['prune_ratio']:g} | {holds} | {t['measured']} |")
     lines.append("")
     return "\n".join(lines)
 
 
+def timing_markdown(timing_payload: dict[str, Any]) -> list[str]:
+    env = timing_payload["environment"]
+    lines = [
+        "## Speed",
+        "",
+        f"`bench/data_pruning.py --timing`, with nothing else running: {env['threads']} threads ({env['processor']}). "
+        f"Per workload, full data and every method at every budget on a subset of the training data, in "
+        f"rotating order, {timing_payload['repeats']} repeats (seeds); train seconds exclude evaluation. Speedup = "
+        "full-data seconds / method seconds, median over repeats; ideal = 1 / realized cost.",
+        "",
+        "| workload | examples | budget | method | speedup | ideal | fraction of ideal | scoring overhead |",
+        "|---|---:|---:|---|---:|---:|---:|---:|",
+    ]
+    for name, entry in timing_payload["workloads"].items():
+        for cell in entry["cells"].values():
+            overhead = f"{cell['scoring_overhead_percent']:.2f}%" if "scoring_overhead_percent" in cell else ""
+            lines.append(
+                f"| {name} | {entry['train_examples']} | {cell['budget']:.0%} | {LABELS[cell['method']]} | "
+                f"{cell['speedup']:.2f}× | {cell['ideal']:.2f}× | {100 * cell['fraction_of_ideal']:.1f}% | {overhead} |"
+            )
+    lines.append("")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny smoke run (mnist5k, 3 epochs, one seed, r=0.5)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=None, help=f"default {list(SEEDS)}")
-    parser.add_argument("--datasets", nargs="+", choices=list(DATASETS), default=None, help="default: both")
+    parser.add_argument("--quick", action="store_true", help="tiny smoke run")
+    parser.add_argument("--timing", action="store_true", help="the speed phase (run on an idle machine)")
+    parser.add_argument("--workloads", nargs="+", choices=WORKLOAD_NAMES, default=list(WORKLOAD_NAMES))
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
+    parser.add_argument("--runs", type=Path, default=None, help="JSON-lines file of finished runs (resume, append)")
     parser.add_argument("--out-dir", type=Path, default=None, help="default bench/results")
     args = parser.parse_args(argv)
     started = time.perf_counter()
+    out_dir = Path(args.out_dir) if args.out_dir is not None else RESULTS
     q = QUICK if args.quick else {}
-    names = args.datasets or list(q.get("datasets", DATASETS))
-    datasets = {name: dict(DATASETS[name]) for name in names}
+    names = q.get("workloads", args.workloads)
+    workloads = [WORKLOADS[n] for n in names]
     if args.quick:
-        for settings in datasets.values():
-            settings["epochs"] = QUICK["epochs"]
-    seeds = tuple(args.seeds) if args.seeds else q.get("seeds", SEEDS)
-    ratios = q.get("ratios", RATIOS)
+        workloads = [replace(w, epochs=QUICK["epochs"]) for w in workloads]
+    budgets = q.get("budgets", BUDGETS)
     methods = q.get("methods", METHODS)
-    train_examples = q.get("train_examples")
-    examples, draws = q.get("score_examples", SCORE_EXAMPLES), q.get("draws", DRAWS)
-
-    runs, models = run_grid(datasets, methods, ratios, seeds, train_examples)
-    grid = aggregate(runs, datasets)
+    if args.timing:
+        examples = {w.name: QUICK["train_examples"] for w in workloads} if args.quick else TIMING_EXAMPLES
+        repeats = 2 if args.quick else TIMING_REPEATS
+        payload = {
+            "repeats": repeats,
+            "workloads": timing(workloads, budgets, q.get("timing_methods", methods), repeats, examples),
+            "environment": environment(),
+            "seconds": time.perf_counter() - started,
+        }
+        write_results(f"{NAME}_timing", payload, "\n".join(timing_markdown(payload)), out_dir)
+        main_json = out_dir / f"{NAME}.json"
+        if main_json.exists():  # put the timing into the main report too
+            report = json.loads(main_json.read_text())
+            report["timing"] = payload
+            write_results(NAME, report, markdown(report), out_dir)
+        return payload
+    seeds = q.get("seeds", tuple(args.seeds))
+    rows, models = run_grid(
+        workloads,
+        seeds,
+        budgets,
+        methods,
+        args.runs,
+        q.get("train_examples"),
+        q.get("test_examples"),
+        cache=not args.quick,
+    )
+    grid = aggregate(rows, workloads, budgets, methods)
     quality, variance = {}, {}
-    for dataset, model in models.items():
-        quality[dataset], variance[dataset] = score_study(model, dataset, seeds[0], examples, draws, train_examples)
-        print(f"{dataset}: score quality {quality[dataset]['spearman']}", flush=True)
+    for workload in workloads:
+        quality[workload.name], variance[workload.name] = score_study(
+            models[workload.name],
+            workload,
+            q.get("score_examples", SCORE_EXAMPLES),
+            q.get("draws", DRAWS),
+            q.get("train_examples"),
+        )
     payload = {
-        "question": "How do SADP and the baselines trade accuracy for training time?",
+        "question": "For the same training cost, which data-pruning method gives the best accuracy?",
         "quick": args.quick,
         "environment": environment(),
         "settings": {
-            "datasets": datasets,
-            "methods": list(methods),
-            "ratios": list(ratios),
             "seeds": list(seeds),
-            "train_examples": {d: train_examples or len(datasets_for(d, seeds[0], None)[0]) for d in datasets},
-            "score_examples": examples,
-            "draws": draws,
-            "sample_fraction": SAMPLE_FRACTION,
-            "epsilon": EPSILON,
-            "schedule": "pruner defaults: warmup_epochs=1 (infobatch 0), anneal_fraction=0.125",
+            "budgets": list(budgets),
+            "methods": list(methods),
+            "schedule": SCHEDULE,
+            "cost_tolerance": COST_TOLERANCE,
         },
-        "runs": runs,
+        "workloads": {w.name: {**asdict(w), "data_options": dict(w.data_options)} for w in workloads},
+        "runs": rows,
         "grid": grid,
         "score_quality": quality,
         "variance": variance,
+        "total_seconds": time.perf_counter() - started,
     }
-    payload["targets"] = targets(grid)
-    payload["total_seconds"] = time.perf_counter() - started
-    text = markdown(payload)
-    write_results(NAME, payload, text, args.out_dir)
-    out_dir = Path(args.out_dir) if args.out_dir is not None else Path(__file__).resolve().parent / "results"
-    plot(grid, out_dir / f"{NAME}.png")
-    print(text)
+    timing_file = out_dir / f"{NAME}_timing.json"
+    if timing_file.exists() and not args.quick:
+        payload["timing"] = json.loads(timing_file.read_text())
+    write_results(NAME, payload, markdown(payload), out_dir)
+    plot(grid, rows, out_dir / f"{NAME}.png")
     return payload
 
 

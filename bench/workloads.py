@@ -114,6 +114,7 @@ class Workload:
             model_options={"width": self.width} if self.width is not None else {},
         )
         values.update(overrides)
+        values.setdefault("eval_every", max(1, values["epochs"]))  # test once, after the last epoch
         return values
 
     def config(self, seed: int, **overrides: Any) -> TrainConfig:
@@ -225,7 +226,8 @@ def train_dense(
 ) -> tuple[nn.Module, dict[str, Any]]:
     """The dense model of ``workload`` for ``seed`` and its record, trained or read from the cache."""
     config = workload.config(seed, **({"epochs": epochs} if epochs is not None else {}))
-    key = _digest({"config": config.model_dump(), "train": len(train), "test": len(test)})
+    settings = {k: v for k, v in config.model_dump().items() if k != "eval_every"}  # testing changes no weight
+    key = _digest({"config": settings, "train": len(train), "test": len(test)})
     path = CACHE / f"{workload.name}-s{seed}-{key}.safetensors"
     record_path = path.with_suffix(".json")
     trainer = Trainer(config, None, train_set=train, test_set=test)

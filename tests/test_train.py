@@ -191,3 +191,11 @@ def test_cli_lists_the_deep_models_and_passes_width(tmp_path):
     saved = load_trained(run, device="cpu")
     assert saved.config.model_options == {"width": 0.0625}
     assert [m.out_channels for m in saved.model.modules() if isinstance(m, torch.nn.Conv2d)] == [16] * 6
+
+
+def test_eval_every_tests_every_n_epochs_and_after_the_last():
+    config = make_config({**SMALL, "epochs": 3, "eval_every": 2})
+    trainer = Trainer(config, None)
+    summary = trainer.fit()
+    assert ["test_accuracy" in r for r in trainer.history] == [False, True, True]
+    assert summary["test_accuracy"] == trainer.history[-1]["test_accuracy"]

@@ -54,6 +54,7 @@ class TrainConfig(BaseModel):
     nm_method: Literal["spikenm", "srste"] = "spikenm"
     sparsity_options: dict[str, Any] = Field(default_factory=dict, description="options of the sparsifier")
     init_from: str | None = Field(None, description="safetensors file of starting weights (and masks), beside the run")
+    eval_every: int = Field(1, ge=1, description="evaluate on the test set every N epochs (and after the last)")
     profile: bool = Field(False, description="after training, count SynOps/energy/density on the test set")
     profile_batches: int | None = Field(None, ge=1, description="limit the profile to this many test batches")
 

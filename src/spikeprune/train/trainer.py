@@ -506,7 +506,8 @@ class Trainer:
         try:
             while self.epoch < self.config.epochs:
                 record = self.train_epoch()
-                record.update(self.evaluate())
+                if (self.epoch + 1) % self.config.eval_every == 0 or self.epoch + 1 == self.config.epochs:
+                    record.update(self.evaluate())
                 self.epoch += 1
                 self.history.append(record)
                 self.save()
@@ -530,7 +531,7 @@ class Trainer:
             gathered: list[Any] = [None] * self.dist.world_size
             dist.all_gather_object(gathered, digests[0])
             digests = gathered
-        last = self.history[-1] if self.history else self.evaluate()
+        last = self.history[-1] if self.history and "test_accuracy" in self.history[-1] else self.evaluate()
         summary = {
             "test_accuracy": last["test_accuracy"],
             "test_top5": last["test_top5"],
