@@ -248,19 +248,19 @@ def train_dense(
     return trainer.model, record
 
 
-def retrain_pruned(
+def retrain(
     workload: Workload,
     seed: int,
     model: nn.Module,
     masks: dict[str, torch.Tensor],
     train: IndexedDataset,
-    test: IndexedDataset,
     fraction: float | None = None,
 ) -> dict[str, Any]:
-    """Retrain a pruned model with its masks fixed for ``fraction`` of an epoch (random examples), then test.
+    """Retrain a pruned model with its masks fixed for ``fraction`` of an epoch (random examples); no test.
 
     One epoch of the random data pruner at ratio ``1 − fraction`` without warm-up or annealing: a
     fresh uniform subset, the dense run's optimizer and learning rate, cosine-decayed over the steps.
+    The masks stay attached (call ``finalize`` to fold them).
     """
     fraction = workload.retrain_fraction if fraction is None else fraction
     extra: dict[str, Any] = {"epochs": 1}
@@ -271,14 +271,23 @@ def retrain_pruned(
             data_pruning_options={"warmup_epochs": 0, "anneal_fraction": 0.0},
         )
     config = workload.config(seed, **extra)
-    trainer = Trainer(config, None, model=model, sparsifier=FixedMasks(masks), train_set=train, test_set=test)
-    summary = trainer.fit()
-    finalize(trainer.model)
-    return {
-        "test_accuracy": summary["test_accuracy"],
-        "train_seconds": summary["train_seconds"],
-        "examples_visited": summary["examples_visited"],
-    }
+    trainer = Trainer(config, None, model=model, sparsifier=FixedMasks(masks), train_set=train, test_set=train)
+    record = trainer.train_epoch()
+    return {"train_seconds": record["train_seconds"], "examples_visited": record["examples_visited"]}
+
+
+def retrain_pruned(
+    workload: Workload,
+    seed: int,
+    model: nn.Module,
+    masks: dict[str, torch.Tensor],
+    train: IndexedDataset,
+    test: IndexedDataset,
+) -> dict[str, Any]:
+    """:func:`retrain`, fold the masks, and test."""
+    record = retrain(workload, seed, model, masks, train)
+    finalize(model)
+    return {**record, "test_accuracy": evaluate(workload, seed, model, test)}
 
 
 def evaluate(workload: Workload, seed: int, model: nn.Module, test: IndexedDataset) -> float:
