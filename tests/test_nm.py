@@ -11,7 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+from spikeprune.data import DatasetInfo, IndexedDataset
 from spikeprune.errors import SpikepruneError
+from spikeprune.snn import LIF, PerStep
 from spikeprune.sparsity import finalize, prunable_layers
 from spikeprune.sparsity.nm import (
     compress_nm,
@@ -249,3 +251,75 @@ def test_eid_loss_is_the_mean_block_kl_to_the_credit_targets():
     assert torch.allclose(loss, 0.5 * torch.stack(expected).mean(), rtol=1e-5)
     loss.backward()
     assert all(layer.nm_logits.grad is not None and layer.nm_logits.grad.abs().sum() > 0 for layer in layers)
+
+
+def test_validate_nm_by_default_checks_the_pruned_layers_and_reports_the_dense_ones():
+    from spikeprune.sparsity.masks import attach_masks, finalize
+    from spikeprune.sparsity.nm import magnitude_nm_mask
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Conv2d(8, 8, 3), nn.Flatten(), nn.Linear(8, 4))
+    attach_masks(model, {name: magnitude_nm_mask(model.get_submodule(name).weight, 2, 4) for name in ("1", "3")})
+    assert validate_nm(model, 2, 4) == {"0": None, "1": 2, "3": 2}  # masked layers checked, the 3-channel conv dense
+    finalize(model)
+    assert validate_nm(model, 2, 4) == {"0": None, "1": 2, "3": 2}  # folded: the layers N:M would prune
+    with torch.no_grad():
+        model[1].weight.fill_(1.0)
+    with pytest.raises(SpikepruneError, match="layer 1 has a block with 4 non-zeros"):
+        validate_nm(model, 2, 4)
+
+
+@pytest.mark.parametrize("pool", [nn.MaxPool2d(2), nn.AvgPool2d(2)])
+def test_eid_routes_eligibility_back_through_pooling(pool):
+    """ψ after the pooling, routed back, gives the eligibility of the linearised conv → pool map."""
+    from spikeprune.sparsity.spikenm import _eligibility, _route_back
+
+    torch.manual_seed(0)
+    conv = nn.Conv2d(4, 8, 3, padding=1)
+    conv.weight_orig = conv.weight  # what a masked layer exposes
+    x, trace = torch.rand(6, 4, 8, 8), torch.rand(6, 4, 8, 8)
+    output = conv(x).detach()
+    psi = torch.rand(6, 8, 4, 4)
+    credit = _eligibility(conv, trace, _route_back([pool], output, psi, steps=1, per_step=True))
+    # reference: d/dW Σ ψ · P(conv(trace; W)), P the pooling linearised at the real output
+    weight = conv.weight.detach().clone().requires_grad_(True)
+    pre = torch.nn.functional.conv2d(trace, weight, padding=1)  # no bias: the eligibility is the weight's
+    if isinstance(pool, nn.MaxPool2d):
+        _, winners = torch.nn.functional.max_pool2d(output, 2, return_indices=True)
+        pooled = pre.flatten(2).gather(2, winners.flatten(2)).view_as(psi)
+    else:
+        pooled = pool(pre)
+    (reference,) = torch.autograd.grad((psi * pooled).sum(), weight)
+    torch.testing.assert_close(credit, reference, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("order", ["conv-pool-neuron", "conv-neuron-pool"])
+def test_eid_on_an_snntorch_net_in_either_layer_order(order):
+    snn = pytest.importorskip("snntorch")
+    from spikeprune.interop import TimeWrapper, adapt
+    from spikeprune.sparsity.spikenm import SpikeNM
+
+    torch.manual_seed(0)
+
+    def stage(c_in):
+        conv, pool, leaky = nn.Conv2d(c_in, 8, 3, padding=1), nn.MaxPool2d(2), snn.Leaky(beta=0.9, init_hidden=True)
+        return [conv, pool, leaky] if order == "conv-pool-neuron" else [conv, leaky, pool]
+
+    net = nn.Sequential(*stage(4), *stage(8), nn.Flatten(), nn.Linear(8 * 2 * 2, 10))
+    model = TimeWrapper(adapt(net), timesteps=3, input_shape=(4, 8, 8))
+    sparsifier = SpikeNM(2, 4, eid_weight=0.1, eid_every=1)
+    info = DatasetInfo("toy", (4, 8, 8), 10, 96, 96, "random 4-channel images", "this test")
+    train = IndexedDataset(torch.rand(96, 4, 8, 8), torch.randint(0, 10, (96,)), info)
+    config = make_config({"dataset": "digits", "epochs": 1, "batch_size": 32, "progress": False})
+    Trainer(config, None, model=model, train_set=train, test_set=train, sparsifier=sparsifier).fit()
+    assert sorted(sparsifier.credits) == ["model.0", "model.3"]  # both convs feed a neuron; the readout does not
+    for credit in sparsifier.credits.values():
+        assert torch.isfinite(credit).all() and credit.sum() > 0
+
+
+def test_eid_refuses_a_layer_order_it_cannot_carry_back():
+    from spikeprune.sparsity.spikenm import SpikeNM
+
+    model = nn.Sequential(PerStep(nn.Linear(8, 8), nn.Softmax(dim=-1)), LIF(), PerStep(nn.Linear(8, 4)))
+    with pytest.raises(SpikepruneError, match=r"through 0.1 \(Softmax\)"):
+        SpikeNM(2, 4, eid_weight=0.1).attach(model)

@@ -94,4 +94,5 @@ def test_quickstart_command(tmp_path):
     assert abs(slamp["density"] - 0.1) < 1e-3 and slamp["pruning"]["method"] == "slamp"
     spikenm = load_trained(tmp_path / "qs" / "spikenm", device="cpu")
     worst = validate_nm(spikenm.model, 2, 4)  # raises if any block of a pruned layer keeps more than 2 of 4
-    assert worst and max(worst.values()) == 2
+    assert max(v for v in worst.values() if v is not None) == 2
+    assert worst["stem.0"] is None  # a one-channel input: left dense on purpose, reported, not an error

@@ -118,15 +118,21 @@ def nm_layers(
     return chosen
 
 
-def validate_nm(model: nn.Module, n: int, m: int, layers: list[str] | None = None) -> dict[str, int]:
-    """Prove the pattern: the largest non-zero count of any block, per layer; raises if any exceeds N."""
-    worst: dict[str, int] = {}
+def validate_nm(model: nn.Module, n: int, m: int, layers: list[str] | None = None) -> dict[str, int | None]:
+    """Prove the pattern: the largest non-zero count of any block, per layer; raises if any exceeds N.
+
+    ``layers=None`` checks the layers that carry masks, or, in a finalized model (masks folded), every
+    Conv/Linear layer whose input dimension is a multiple of M: the layers the N:M policy prunes. The
+    others (e.g. a first conv over 3 input channels) are reported as ``None``: left dense on purpose.
+    """
+    worst: dict[str, int | None] = {}
     modules = dict(model.named_modules())
-    for name in (
-        layers
-        if layers is not None
-        else [k for k, v in modules.items() if isinstance(v, (nn.Conv1d, nn.Conv2d, nn.Linear))]
-    ):
+    if layers is None:
+        synapses = {k: v for k, v in modules.items() if isinstance(v, (nn.Conv1d, nn.Conv2d, nn.Linear))}
+        masked = [k for k, v in synapses.items() if hasattr(v, "weight_mask")]
+        layers = masked or [k for k, v in synapses.items() if input_dim(v.weight) % m == 0]
+        worst.update({k: None for k in synapses if k not in layers})
+    for name in layers:
         module = modules[name]
         weight = (module.weight_orig * module.weight_mask) if hasattr(module, "weight_mask") else module.weight
         blocks = nm_blocks(weight.detach(), m, pad=True)

@@ -147,6 +147,7 @@ class SpikeNM(Sparsifier):
         self._targets: dict[str, tuple[Tensor, Tensor]] = {}  # (q, log q) per layer, from the credits
         self._eid_inputs: dict[str, Tensor] = {}
         self._post: dict[str, SpikingNeuron] = {}
+        self._between: dict[str, list[nn.Module]] = {}  # pooling/flattening between a layer and its neuron
         self._steps = 0
         self._start: dict[str, Tensor] = {}
         self.tau = tau_start
@@ -176,12 +177,24 @@ class SpikeNM(Sparsifier):
         order = list(model.named_modules())
         position = {name: i for i, (name, _) in enumerate(order)}
         for name, module in self.layers:
-            after = [m for _, m in order[position[name] + 1 :] if isinstance(m, SpikingNeuron)]
+            start = position[name] + 1
+            after = [i for i, (_, m) in enumerate(order[start:], start) if isinstance(m, SpikingNeuron)]
             if not after:
                 continue  # the readout has no postsynaptic spiking neuron: no eligibility
-            self._post[name] = after[0]
-            after[0].record = True
-            module.register_forward_hook(_CaptureInput(self._eid_inputs, name))
+            between = [(n, m) for n, m in order[start : after[0]] if not list(m.children())]
+            reshaping = []
+            for child_name, child in between:
+                if isinstance(child, RESHAPING):
+                    reshaping.append(child)
+                elif not isinstance(child, ELEMENTWISE):
+                    raise SpikepruneError(
+                        f"EID cannot carry the eligibility of {order[after[0]][0]} back to layer {name} through "
+                        f"{child_name} ({type(child).__name__}); use eid_weight=0 for this model"
+                    )
+            self._post[name] = order[after[0]][1]
+            self._post[name].record = True
+            self._between[name] = reshaping
+            module.register_forward_hook(_CaptureInput(self._eid_inputs, name, keep_output=bool(reshaping)))
 
     def param_groups(self) -> list[dict[str, Any]]:
         logits = [module.nm_logits for _, module in self.layers]
@@ -227,25 +240,25 @@ class SpikeNM(Sparsifier):
     @torch.no_grad()
     def _update_credits(self) -> None:
         for name, module in self.layers:
-            x = self._eid_inputs.pop(name, None)
+            captured = self._eid_inputs.pop(name, None)
             neuron = self._post.get(name)
-            if x is None or neuron is None or "membrane" not in neuron.records:
+            if captured is None or neuron is None or "membrane" not in neuron.records:
                 continue
+            x, z = captured
             h = neuron.records["membrane"]
             steps, batch = h.shape[:2]
-            psi = neuron.surrogate.derivative(h.float() - neuron.v_threshold)
+            psi = neuron.surrogate.derivative(h.float() - neuron.v_threshold).flatten(0, 1)
             x = x.float()
-            x = (
-                x.reshape(steps, batch, *x.shape[1:])
-                if x.shape[0] == steps * batch
-                else x.unsqueeze(0).expand(steps, *x.shape)
-            )
+            per_step = x.shape[0] == steps * batch
+            x = x.reshape(steps, batch, *x.shape[1:]) if per_step else x.unsqueeze(0).expand(steps, *x.shape)
+            if self._between[name]:  # ψ lives after the pooling: route it back to the layer's output
+                psi = _route_back(self._between[name], z, psi, steps, per_step)
             trace = torch.empty_like(x)
             running = torch.zeros_like(x[0])
             for t in range(steps):
                 running = neuron.decay * running + x[t]
                 trace[t] = running
-            credit = _eligibility(module, trace.flatten(0, 1), psi.flatten(0, 1)) * module.weight_orig.abs()
+            credit = _eligibility(module, trace.flatten(0, 1), psi) * module.weight_orig.abs()
             blocks = nm_blocks(credit, self.m)
             previous = self.credits.get(name)
             self.credits[name] = blocks if previous is None else self.eid_ema * previous + (1 - self.eid_ema) * blocks
@@ -326,14 +339,49 @@ def _entropy(logits: Tensor) -> float:
 
 
 class _CaptureInput:
-    """Forward hook keeping a layer's (detached) input for the next EID credit update."""
+    """Forward hook keeping a layer's (detached) input, and output when asked, for the next EID update."""
 
-    def __init__(self, store: dict[str, Tensor], name: str) -> None:
-        self.store, self.name = store, name
+    def __init__(self, store: dict[str, Any], name: str, keep_output: bool = False) -> None:
+        self.store, self.name, self.keep_output = store, name, keep_output
 
     def __call__(self, module: nn.Module, inputs, output) -> None:
         if module.training and torch.is_grad_enabled():
-            self.store[self.name] = inputs[0].detach()
+            self.store[self.name] = (inputs[0].detach(), output.detach() if self.keep_output else None)
+
+
+# Between a synapse and its neuron, EID carries ψ back through pooling and flattening (what reshapes the
+# synapse's output) and passes elementwise modules (norms, dropout) as if they were not there.
+RESHAPING = (
+    nn.MaxPool1d,
+    nn.MaxPool2d,
+    nn.AvgPool1d,
+    nn.AvgPool2d,
+    nn.AdaptiveAvgPool1d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveMaxPool1d,
+    nn.AdaptiveMaxPool2d,
+    nn.Flatten,
+)
+ELEMENTWISE = (nn.modules.batchnorm._BatchNorm, nn.Dropout, nn.Identity)
+
+
+def _route_back(modules: list[nn.Module], output: Tensor, psi: Tensor, steps: int, per_step: bool) -> Tensor:
+    """ψ at the layer's output: the vector-Jacobian product of the pooling/flattening chain with ψ.
+
+    Max pooling sends each ψ to the position that won the max; average pooling spreads it over the
+    window; flattening only reshapes. The layer's output is ``[T·B, ...]`` or, for a stem that runs
+    once under direct encoding, ``[B, ...]`` (the same every step).
+    """
+    z = output.float()
+    if not per_step:
+        z = z.unsqueeze(0).expand(steps, *z.shape).flatten(0, 1)
+    with torch.enable_grad():
+        z = z.detach().requires_grad_(True)
+        y = z
+        for module in modules:
+            y = module(y)
+        (routed,) = torch.autograd.grad(y, z, grad_outputs=psi.reshape(y.shape))
+    return routed
 
 
 def _eligibility(module: nn.Module, trace: Tensor, psi: Tensor) -> Tensor:
