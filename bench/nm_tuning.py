@@ -1,127 +1,206 @@
-"""Which SpikeNM settings matter? An ablation around the defaults, on the grid's hardest small case.
+"""Does EID lower SpikeNM's sampling variance, and does exploring early help at high sparsity?
 
-``scnn1d`` on mnist1d at 1:8, with the grid's training settings (``bench/nm.py``). The seeds are
-100 and 101, not the grid's 0–2, so the grid stays a held-out check of whatever this picks. Each row changes one
-thing from the defaults of ``SpikeNM`` (the first row restores the previous defaults: no magnitude
-prior, τ from 1 to 0.1); SR-STE on the same seeds is the reference. Reported per row: test accuracy
-per seed and mean, the last epoch's deployed-mask flip rate and sampling entropy.
+On ``mnist5k-convnet6`` (``bench/workloads.py``) at 1:8 and 1:16, seeds 100–102 (not the benchmark's
+0–4, so ``bench/nm.py`` stays a held-out check of whatever this picks), each variant trains from
+scratch for the workload's E epochs:
 
-Run: ``python bench/nm_tuning.py [--quick] [--workers 2]`` → ``bench/results/nm_tuning.{json,md}``.
-Runs go to ``--workers`` processes of one thread each: accuracy does not depend on the scheduling.
+* ``SpikeNM`` (defaults: β = 3, τ 0.3 → 0.03) and ``SpikeNM + EID`` (weight 0.1);
+* exploring early, two ways: a hotter start (τ 1 → 0.03) and a weaker magnitude prior at the start
+  (β rising linearly from 0 to 3 over training, ``prior_start=0``), each with and without EID;
+* ``SR-STE``, the reference.
+
+Measured per run: test accuracy; the deployed-mask flip rate and the sampling entropy of every epoch;
+and, after the first epoch, the variance of the logits' gradient estimate: the task loss's gradient
+with respect to every layer's logits on one fixed training batch, over ``DRAWS`` independent mask
+samples, as ``Σ Var / ‖mean‖²`` (the relative variance of the estimator the logits learn from).
+
+Run: ``python bench/nm_tuning.py [--quick]`` → ``bench/results/nm_tuning.{json,md}``.
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
-import tempfile
-from concurrent.futures import ProcessPoolExecutor
+import time
+import warnings
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import torch
+import torch.nn.functional as F
+
+from spikeprune.train import Trainer
 
 try:
-    from harness import environment, write_results
-    from nm import SETTINGS, _train
-except ImportError:
-    from bench.harness import environment, write_results
-    from bench.nm import SETTINGS, _train
+    from harness import RESULTS, RunStore, environment, write_results
+    from nm import sparsity_settings
+    from stats import mean_interval, paired_difference
+    from workloads import WORKLOADS, Workload, datasets
+except ImportError:  # imported as bench.nm_tuning
+    from bench.harness import RESULTS, RunStore, environment, write_results
+    from bench.nm import sparsity_settings
+    from bench.stats import mean_interval, paired_difference
+    from bench.workloads import WORKLOADS, Workload, datasets
 
-DATASET, PATTERN, SEEDS = "mnist1d", "1:8", (100, 101)
-VARIANTS: dict[str, tuple[str, dict]] = {
-    "previous defaults (β=0, τ 1→0.1)": ("spikenm", {"magnitude_prior": 0.0, "tau_start": 1.0, "tau_end": 0.1}),
-    "β=0": ("spikenm", {"magnitude_prior": 0.0}),
-    "τ 1→0.1": ("spikenm", {"tau_start": 1.0, "tau_end": 0.1}),
-    "defaults (β=3, τ 0.3→0.03)": ("spikenm", {}),
-    "β=1": ("spikenm", {"magnitude_prior": 1.0}),
-    "β=10": ("spikenm", {"magnitude_prior": 10.0}),
-    "init uniform": ("spikenm", {"init": "uniform"}),
-    "dense_gradient off": ("spikenm", {"dense_gradient": False}),
-    "logit_lr 0.01": ("spikenm", {"logit_lr": 0.01}),
-    "logit_lr 0.2": ("spikenm", {"logit_lr": 0.2}),
-    "SR-STE (reference)": ("srste", {}),
+NAME = "nm_tuning"
+WORKLOAD = "mnist5k-convnet6"
+PATTERNS = ("1:8", "1:16")
+SEEDS = (100, 101, 102)
+DRAWS = 16
+EXPLORE_TAU = {"tau_start": 1.0}
+EXPLORE_PRIOR = {"prior_start": 0.0}
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "SpikeNM": ("spikenm", {}),
+    "SpikeNM + EID": ("spikenm_eid", {}),
+    "hot start (τ 1→0.03)": ("spikenm", EXPLORE_TAU),
+    "hot start + EID": ("spikenm_eid", EXPLORE_TAU),
+    "prior rising (β 0→3)": ("spikenm", EXPLORE_PRIOR),
+    "prior rising + EID": ("spikenm_eid", EXPLORE_PRIOR),
+    "SR-STE": ("srste", {}),
 }
+QUICK = dict(patterns=("1:8",), seeds=(100, 101), variants=("SpikeNM", "SpikeNM + EID"), epochs=2, examples=192)
 
 
-def run_variant(job: tuple[str, str, dict, int, int]) -> dict:
-    """One training run in a worker process (one thread), through the grid's own ``_train``."""
-    name, method, options, seed, epochs = job
-    torch.set_num_threads(1)
-    sparsity = {"sparsity": "nm", "nm": PATTERN, "nm_method": method, "sparsity_options": options}
-    with tempfile.TemporaryDirectory() as folder:
-        result = _train(DATASET, seed, Path(folder), epochs=epochs, **sparsity)
-    return {"variant": name, "seed": seed, "test_accuracy": result["test_accuracy"],
-            "mask_flip_rate": result["mask_flip_rate_last"],
-            "sampling_entropy": result["sampling_entropy"][-1]}  # fmt: skip
+def logit_gradient_variance(trainer: Trainer, draws: int) -> float | None:
+    """``Σ Var[g] / ‖E g‖²`` of the task loss's gradient w.r.t. all logits over ``draws`` mask samples."""
+    layers = getattr(trainer.sparsifier, "layers", [])
+    logits = [module.nm_logits for _, module in layers if "nm_logits" in module._parameters]
+    if not logits:
+        return None
+    x, y, _ = next(iter(torch.utils.data.DataLoader(trainer.train_set, batch_size=trainer.config.batch_size)))
+    model = trainer.model
+    model.train()
+    samples = []
+    for _ in range(draws):  # every training forward draws new masks; BN sees the same batch each time
+        loss = F.cross_entropy(model(x), y)
+        samples.append(torch.cat([g.flatten() for g in torch.autograd.grad(loss, logits)]))
+    stacked = torch.stack(samples).double()
+    return float(stacked.var(0).sum() / stacked.mean(0).square().sum())
 
 
-def summarize(rows: list[dict], variants: list[str]) -> list[dict]:
+def run_variant(workload: Workload, seed: int, pattern: str, variant: str, examples: int | None) -> dict[str, Any]:
+    method, options = VARIANTS[variant]
+    train, test = datasets(workload, seed, examples, examples)
+    config = workload.config(seed, **sparsity_settings(pattern, method, options))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        trainer = Trainer(config, None, train_set=train, test_set=test)
+    variance = None
+    while trainer.epoch < config.epochs:  # the loop of Trainer.fit, with a measurement after the first epoch
+        trainer.history.append(trainer.train_epoch())
+        trainer.epoch += 1
+        if trainer.epoch == 1:
+            variance = logit_gradient_variance(trainer, DRAWS)
+    return {
+        "test_accuracy": trainer.evaluate()["test_accuracy"],
+        "mask_flip_rates": [r.get("mask_flip_rate") for r in trainer.history],
+        "sampling_entropy": [r.get("sampling_entropy") for r in trainer.history],
+        "logit_gradient_variance": variance,
+    }
+
+
+def summarize_rows(rows: list[dict[str, Any]], patterns, variants) -> list[dict[str, Any]]:
     table = []
-    for name in variants:
-        chosen = sorted((r for r in rows if r["variant"] == name), key=lambda r: r["seed"])
-        flips = [r["mask_flip_rate"] for r in chosen if r["mask_flip_rate"] is not None]
-        entropies = [r["sampling_entropy"] for r in chosen if r["sampling_entropy"] is not None]
-        table.append({
-            "variant": name,
-            "accuracy": statistics.mean(r["test_accuracy"] for r in chosen),
-            "per_seed": [r["test_accuracy"] for r in chosen],
-            "flip": statistics.mean(flips) if flips else None,
-            "entropy": statistics.mean(entropies) if entropies else None,
-        })  # fmt: skip
+    for pattern in patterns:
+        base = {r["seed"]: r["test_accuracy"] for r in rows if r["pattern"] == pattern and r["variant"] == "SpikeNM"}
+        for variant in variants:
+            group = [r for r in rows if r["pattern"] == pattern and r["variant"] == variant]
+            if len(group) < 2:
+                continue
+            own = {r["seed"]: r["test_accuracy"] for r in group}
+            row = {
+                "pattern": pattern,
+                "variant": variant,
+                "accuracy": mean_interval(own.values()).as_dict(),
+                "per_seed": own,
+                "flip_rate_first_epoch": statistics.fmean(r["mask_flip_rates"][0] or 0.0 for r in group),
+                "entropy_first_epoch": statistics.fmean(r["sampling_entropy"][0] or 0.0 for r in group),
+                "logit_gradient_variance": (
+                    statistics.fmean(r["logit_gradient_variance"] for r in group)
+                    if group[0]["logit_gradient_variance"] is not None
+                    else None
+                ),
+            }
+            if variant != "SpikeNM" and set(base) == set(own):
+                diff = paired_difference(own, base)
+                row["versus_spikenm"] = {"difference": diff.as_dict(), "verdict": diff.verdict()}
+            table.append(row)
     return table
 
 
-def render(table: list[dict], seeds: tuple[int, ...], epochs: int, quick: bool) -> str:
-    env = environment()
+def markdown(payload: dict[str, Any]) -> str:
+    env = payload["environment"]
     lines = [
-        "## nm_tuning" + (" (quick)" if quick else ""),
+        f"# {NAME}: EID and early exploration" + (" (quick)" if payload["quick"] else ""),
         "",
-        f"torch {env['torch']}; `scnn1d` on {DATASET} at {PATTERN}, {epochs} epochs, seeds {list(seeds)} (not the "
-        "grid's). Each SpikeNM row changes one setting from the defaults; β = `magnitude_prior`. Flip rate and "
-        "sampling entropy: last epoch.",
+        f"Generated by `bench/nm_tuning.py`: {payload['workload']}, seeds {', '.join(map(str, payload['seeds']))} "
+        "(not the benchmark's). Accuracy: mean ± 95% interval; vs SpikeNM: paired difference and verdict. Flip rate "
+        "and sampling entropy of the first epoch; gradient variance: Σ Var / ‖mean‖² of the logits' gradient over "
+        f"{DRAWS} mask samples after the first epoch.",
+        f"Measured run time: {payload['seconds'] / 60:.1f} min on {env['threads']} threads.",
         "",
-        "| variant | accuracy (mean) | per seed | last-epoch flip rate | last-epoch sampling entropy |",
-        "|---|---:|---|---:|---:|",
+        "| pattern | variant | accuracy | vs SpikeNM | flip rate, epoch 1 | sampling entropy, epoch 1 | "
+        "logit-gradient variance |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
-    for row in table:
-        flip = "–" if row["flip"] is None else f"{row['flip']:.5f}"
-        entropy = "–" if row["entropy"] is None else f"{row['entropy']:.3f}"
-        seeds_text = ", ".join(f"{a:.3f}" for a in row["per_seed"])
-        lines.append(f"| {row['variant']} | {row['accuracy']:.4f} | {seeds_text} | {flip} | {entropy} |")
-    lines.append("")
+    for row in payload["table"]:
+        acc = row["accuracy"]
+        versus = row.get("versus_spikenm")
+        vs = (
+            f"{100 * versus['difference']['mean']:+.2f} ± {100 * versus['difference']['half_width']:.2f} "
+            f"{versus['verdict']}"
+            if versus
+            else "–"
+        )
+        variance = row["logit_gradient_variance"]
+        lines.append(
+            f"| {row['pattern']} | {row['variant']} | {100 * acc['mean']:.2f} ± {100 * acc['half_width']:.2f} | {vs} | "
+            f"{row['flip_rate_first_epoch']:.4f} | {row['entropy_first_epoch']:.3f} | "
+            f"{'–' if variance is None else f'{variance:.3g}'} |"
+        )
+    lines += ["", payload.get("notes", ""), ""]
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> dict:
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="1 epoch, one seed, two variants")
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="tiny smoke run")
+    parser.add_argument("--runs", type=Path, default=None, help="JSON-lines file of finished runs (resume, append)")
     parser.add_argument("--out-dir", type=Path, default=None)
     args = parser.parse_args(argv)
-    variants = list(VARIANTS)
-    seeds, epochs = SEEDS, SETTINGS[DATASET]["epochs"]
+    started = time.perf_counter()
+    q = QUICK if args.quick else {}
+    workload = WORKLOADS[WORKLOAD]
     if args.quick:
-        variants, seeds, epochs = ["defaults (β=3, τ 0.3→0.03)", "SR-STE (reference)"], SEEDS[:1], 1
-    jobs = [(name, *VARIANTS[name], seed, epochs) for name in variants for seed in seeds]
-    if args.workers > 1:
-        with ProcessPoolExecutor(args.workers) as pool:
-            rows = list(pool.map(run_variant, jobs))
-    else:
-        rows = [run_variant(job) for job in jobs]
-    table = summarize(rows, variants)
+        workload = replace(workload, epochs=QUICK["epochs"])
+    patterns, seeds = q.get("patterns", PATTERNS), q.get("seeds", SEEDS)
+    variants = q.get("variants", tuple(VARIANTS))
+    store = RunStore(args.runs, ("pattern", "variant", "seed"))
+    for seed in seeds:
+        for pattern in patterns:
+            for variant in variants:
+                if store.get(pattern=pattern, variant=variant, seed=seed) is None:
+                    row = run_variant(workload, seed, pattern, variant, q.get("examples"))
+                    store.add({"pattern": pattern, "variant": variant, "seed": seed, **row})
+                    print(f"{pattern} {variant} seed {seed}: {row['test_accuracy']:.4f}", flush=True)
     payload = {
-        "question": "SpikeNM ablation around the defaults (mnist1d, 1:8)",
+        "question": "Does EID lower SpikeNM's sampling variance, and does exploring early help at high sparsity?",
         "quick": args.quick,
+        "workload": workload.name,
+        "seeds": list(seeds),
+        "variants": {v: VARIANTS[v] for v in variants},
+        "runs": store.rows,
+        "table": summarize_rows(store.rows, patterns, variants),
         "environment": environment(),
-        "settings": {"dataset": DATASET, "pattern": PATTERN, "seeds": list(seeds), "epochs": epochs,
-                     "training": SETTINGS[DATASET], "variants": {name: VARIANTS[name] for name in variants}},
-        "runs": rows,
-        "table": table,
-    }  # fmt: skip
-    markdown = render(table, seeds, epochs, args.quick)
-    write_results("nm_tuning", payload, markdown, args.out_dir)
-    print(markdown)
+        "seconds": time.perf_counter() - started,
+        "notes": NOTES,
+    }
+    write_results(NAME, payload, markdown(payload), args.out_dir or RESULTS)
     return payload
+
+
+NOTES = ""
 
 
 if __name__ == "__main__":

@@ -89,7 +89,7 @@ class _SampledNMMask(MaskHook):
         if not (module.training and torch.is_grad_enabled()) or module.nm_frozen:
             module.weight = weight * module.weight_mask
             return
-        scores = block_scores(module, self.prior)
+        scores = block_scores(module, module.__dict__.get("nm_prior", self.prior))
         mask = from_blocks(gumbel_topn(scores, self.n, module.nm_tau), weight.shape)
         if self.dense_gradient:  # value w·m; gradient g to every weight, g·w to the mask
             module.weight = weight.detach() * mask + (weight - weight.detach())
@@ -100,7 +100,7 @@ class _SampledNMMask(MaskHook):
         """Deployment keeps the top-N(a) mask (written to ``weight_mask`` here) and drops the logits."""
         _deploy(module, self.n, self.prior)
         module._parameters.pop("nm_logits", None)
-        for name in ("nm_tau", "nm_frozen"):
+        for name in ("nm_tau", "nm_frozen", "nm_prior"):
             module.__dict__.pop(name, None)
 
 
@@ -116,6 +116,7 @@ class SpikeNM(Sparsifier):
         tau_end: float = 0.03,
         logit_lr: float = 0.05,
         magnitude_prior: float = 3.0,
+        prior_start: float | None = None,
         init: str = "magnitude",
         freeze_epochs: int = 0,
         eid_weight: float = 0.0,
@@ -127,13 +128,18 @@ class SpikeNM(Sparsifier):
         check_nm(n, m)
         if not (tau_start > 0 and tau_end > 0 and logit_lr > 0 and eid_every >= 1 and 0 <= eid_ema < 1):
             raise SpikepruneError("SpikeNM needs positive temperatures and logit_lr, eid_every >= 1, eid_ema in [0, 1)")
-        if not magnitude_prior >= 0:
-            raise SpikepruneError(f"SpikeNM magnitude_prior must be >= 0 (0 turns it off), got {magnitude_prior}")
+        if not magnitude_prior >= 0 or (prior_start is not None and not prior_start >= 0):
+            raise SpikepruneError(
+                f"SpikeNM magnitude_prior and prior_start must be >= 0 (0 turns the prior off), got "
+                f"{magnitude_prior} and {prior_start}"
+            )
         if init not in ("magnitude", "uniform"):
             raise SpikepruneError(f"SpikeNM init must be 'magnitude' or 'uniform', got {init!r}")
         self.n, self.m = n, m
         self.tau_start, self.tau_end, self.logit_lr, self.init = tau_start, tau_end, logit_lr, init
         self.magnitude_prior = float(magnitude_prior)
+        self.prior_start = None if prior_start is None else float(prior_start)
+        self.prior = self.magnitude_prior if self.prior_start is None else self.prior_start  # this epoch's β
         self.freeze_epochs = int(freeze_epochs)
         self.dense_gradient = bool(dense_gradient)
         self.eid_weight, self.eid_temperature, self.eid_ema, self.eid_every = (
@@ -204,11 +210,14 @@ class SpikeNM(Sparsifier):
     def on_epoch_start(self, epoch: int, epochs: int) -> None:
         progress = epoch / max(epochs - 1, 1)
         self.tau = self.tau_start * (self.tau_end / self.tau_start) ** progress
+        if self.prior_start is not None:  # a weaker prior early lets the masks explore, then β takes over
+            self.prior = self.prior_start + (self.magnitude_prior - self.prior_start) * progress
         frozen = epoch >= epochs - self.freeze_epochs
         for _, module in self.layers:
             module.nm_tau = self.tau
+            module.nm_prior = self.prior
             if frozen and epoch == epochs - self.freeze_epochs:  # a resumed run keeps its checkpointed mask
-                _deploy(module, self.n, self.magnitude_prior)  # not frozen yet: fixes top-N(a) as the weights stand
+                _deploy(module, self.n, self.prior)  # not frozen yet: fixes top-N(a) as the weights stand
             module.nm_frozen = frozen
             module.nm_logits.requires_grad_(not frozen)
         self._start = {name: module.weight_mask.clone() for name, module in self.layers}
@@ -275,14 +284,14 @@ class SpikeNM(Sparsifier):
     def on_epoch_end(self) -> None:
         """Write ``top-N(a)`` to ``weight_mask`` once per epoch: forward passes read the scores directly."""
         for _, module in self.layers:
-            _deploy(module, self.n, self.magnitude_prior)
+            _deploy(module, self.n, self.prior)
 
     def epoch_metrics(self) -> dict[str, float]:
         """Deployed-mask flip rate; entropies of ``softmax(a / τ)`` (what is sampled) and of ``softmax(π)``."""
         sampled, base = [], []
         for _, module in self.layers:
             with torch.no_grad():
-                sampled.append(_entropy(block_scores(module, self.magnitude_prior) / self.tau))
+                sampled.append(_entropy(block_scores(module, self.prior) / self.tau))
             base.append(_entropy(module.nm_logits.detach()))
         count = max(len(self.layers), 1)
         return {
