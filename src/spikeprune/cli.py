@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
 
 from spikeprune.errors import SpikepruneError
+from spikeprune.io import writing
 
 app = typer.Typer(
     add_completion=False,
@@ -49,6 +52,7 @@ def train(
 ) -> None:
     """Train a model; writes config, log, checkpoint and summary.json into the run folder."""
     from spikeprune.train import Trainer, load_config, make_config
+    from spikeprune.train.trainer import CONFIG_NAME, read_run_config
 
     overrides = dict(
         dataset=dataset,
@@ -69,15 +73,25 @@ def train(
         nm=nm,
         nm_method=nm_method,
     )
-    cfg = load_config(config, overrides)
+    if epochs is not None and epochs < 1:
+        raise SpikepruneError(f"--epochs must be at least 1 for train, got {epochs}")
+    if resume and out is None:
+        raise SpikepruneError("--resume needs --out: the run folder to continue")
+    if resume and (out / CONFIG_NAME).is_file():
+        # continue with the run's own settings; only what is given explicitly must agree with them
+        cfg = make_config(
+            {**read_run_config(out).model_dump(), **load_config(config, overrides).model_dump(exclude_unset=True)},
+            "settings",
+        )
+    else:
+        cfg = load_config(config, overrides)
     if width is not None:
         cfg = make_config({**cfg.model_dump(), "model_options": {**cfg.model_options, "width": width}})
     if out is None:
-        if resume:
-            raise SpikepruneError("--resume needs --out: the run folder to continue")
         out = Path("runs") / f"{cfg.dataset}-{cfg.model}-{time.strftime('%Y%m%d-%H%M%S')}"
     trainer = Trainer(cfg, out)
-    summary = trainer.fit(resume=resume)
+    with _interruptible():
+        summary = trainer.fit(resume=resume)
     if trainer.dist.is_main:
         _print_summary(summary, out)
 
@@ -129,7 +143,8 @@ def profile(
     typer.echo(report.table())
     record_profile(checkpoint, report)
     if json_path is not None:
-        report.save_json(json_path)
+        with writing(json_path, "profile"):
+            report.save_json(json_path)
 
 
 @app.command()
@@ -156,12 +171,13 @@ def prune(
         raise SpikepruneError("give --sparsity S for unstructured methods, or --method nm-magnitude with --nm N:M")
     level = nm.replace(":", "of") if nm is not None else f"{sparsity:g}"
     out = out or Path(f"{str(checkpoint).rstrip('/')}-{method}-{level}")
-    summary = prune_run(
-        checkpoint, out, method=method.lower(), sparsity=sparsity or 0.0, nm=nm, finetune_epochs=finetune_epochs,
-        rounds=rounds,
-        exclude_first=exclude_first, exclude_last=exclude_last, calibration=calibration, slamp_power=slamp_p,
-        recalibrate_bn=recalibrate_bn, device=device, progress=progress,
-    )  # fmt: skip
+    with _interruptible():
+        summary = prune_run(
+            checkpoint, out, method=method.lower(), sparsity=sparsity or 0.0, nm=nm, finetune_epochs=finetune_epochs,
+            rounds=rounds,
+            exclude_first=exclude_first, exclude_last=exclude_last, calibration=calibration, slamp_power=slamp_p,
+            recalibrate_bn=recalibrate_bn, device=device, progress=progress,
+        )  # fmt: skip
     stages = summary["pruning"]["stages"]
     before = stages["before"]
     for label, key in [("dense", "before"), ("after pruning", "after_prune"), ("after retraining", "after_retrain")]:
@@ -192,7 +208,10 @@ def export(
     config = trainer.config
     pattern = config.nm if config.sparsity == "nm" else config.sparsity_options.get("nm")
     out = out or Path(checkpoint) / "model.nir"
-    graph = export_nir(trainer.model, out, nm=parse_nm(pattern) if pattern else None)
+    if out.is_dir():
+        raise SpikepruneError(f"--out {out} is a folder; give the file to write, e.g. {out / 'model.nir'}")
+    with writing(out, "NIR file"):
+        graph = export_nir(trainer.model, out, nm=parse_nm(pattern) if pattern else None)
     synapses = [node.metadata for node in graph.nodes.values() if node.metadata.get("weights")]
     weights = sum(meta["weights"] for meta in synapses)
     nonzeros = sum(meta["nonzeros"] for meta in synapses)
@@ -238,7 +257,8 @@ def quickstart(
     from spikeprune.quickstart import SADP_RATIO, SLAMP_FINETUNE_EPOCHS, SLAMP_SPARSITY, SPIKENM_PATTERN, run_quickstart
 
     out = out or Path("runs") / f"quickstart-{time.strftime('%Y%m%d-%H%M%S')}"
-    result = run_quickstart(out, epochs=epochs, progress=progress)
+    with _interruptible():
+        result = run_quickstart(out, epochs=epochs, progress=progress)
     typer.echo("dense:")
     _print_summary(result["dense"], out / "dense")
     typer.echo(f"SADP data pruning (r={SADP_RATIO}):")
@@ -282,16 +302,51 @@ def _print_summary(summary: dict, out: Path) -> None:
         )
 
 
-def main() -> None:
-    """Entry point: user errors print one line (no traceback) and exit with status 2."""
+@contextmanager
+def _interruptible():
+    """A run stopped by SIGINT/SIGTERM says where and how to continue, and exits with 128 + the signal.
+
+    (Exits here, inside the command: typer turns any KeyboardInterrupt that reaches it into exit 130.)
+    """
+    from spikeprune.train.trainer import Interrupted
+
     try:
-        app()
+        yield
+    except Interrupted as stop:
+        typer.echo(stop.message, err=True)
+        sys.exit(128 + stop.signum)
+
+
+def _usage_error(error: BaseException) -> bool:
+    """An error of the command-line parser (click's, or the copy typer carries): a mistyped flag or value."""
+    return any(cls.__name__ == "UsageError" for cls in type(error).__mro__)
+
+
+def main() -> None:
+    """Entry point: user errors print one line (no traceback) and exit with status 2.
+
+    An interrupted run (Ctrl-C, SIGTERM) prints where it stopped and how to continue, and exits with
+    128 + the signal's number (130, 143).
+    """
+    try:
+        code = app(standalone_mode=False)
     except SpikepruneError as error:
         typer.echo(f"error: {error}", err=True)
         sys.exit(2)
-    except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
-        sys.exit(130)
+    except KeyboardInterrupt as stop:
+        typer.echo(getattr(stop, "message", "interrupted"), err=True)
+        sys.exit(128 + getattr(stop, "signum", signal.SIGINT))
+    except Exception as error:
+        if not _usage_error(error):
+            raise
+        if type(error).__name__ == "NoArgsIsHelpError":  # plain 'spikeprune': typer has printed the help
+            sys.exit(0)
+        command = f"spikeprune {error.ctx.info_name} --help" if error.ctx and error.ctx.parent else "spikeprune --help"
+        command = command.replace("spikeprune spikeprune", "spikeprune")
+        typer.echo(f"error: {error.format_message().rstrip('.')} (see '{command}')", err=True)
+        sys.exit(2)
+    if isinstance(code, int) and code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -83,6 +83,7 @@ _CORRUPT_FILE_ERRORS = (
     IndexError,
     KeyError,
     UnicodeError,
+    MemoryError,  # a damaged header asking numpy for an absurd array
 )
 
 

@@ -155,8 +155,9 @@ class ImportanceSampledPruner(ScheduledPruner):
     def state_dict(self) -> dict[str, Any]:
         if self.scores is None:
             return {}
-        return {"scores": self.scores, "seen": self.seen}
+        return {"scores": self.scores, "seen": self.seen, "last": dict(self._last)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state:
             self.scores, self.seen = state["scores"].double(), state["seen"].bool()
+            self._last = dict(state.get("last", {}))  # this epoch's plan figures, for a resume inside it

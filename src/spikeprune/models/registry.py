@@ -99,3 +99,9 @@ def build_model(
         return info.build(snn, shape, num_classes, **extra)
     except TypeError as error:
         raise SpikepruneError(f"model {name!r} does not take option(s) {sorted(extra)}: {error}") from None
+    except (RuntimeError, ValueError) as error:  # e.g. a negative or zero layer size from the options
+        first = str(error).splitlines()[0]
+        raise SpikepruneError(
+            f"model {name!r} cannot be built with input {shape} and options {extra or '{}'}: {first}; check the "
+            "model_options"
+        ) from None

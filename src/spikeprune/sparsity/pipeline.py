@@ -29,13 +29,14 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from spikeprune.errors import SpikepruneError
-from spikeprune.io import atomic_write_json
+from spikeprune.io import atomic_write_json, writing
 from spikeprune.metrics import ProfileReport, profile
 from spikeprune.sparsity.masks import FixedMasks, attach_masks, effective_weight, finalize, prunable_layers
 from spikeprune.sparsity.nm import magnitude_nm_mask, nm_layers, parse_nm
 from spikeprune.sparsity.slamp import slamp, temporal_factors
 from spikeprune.sparsity.unstructured import CRITERIA
 from spikeprune.train.checkpoint import save_tensor_groups
+from spikeprune.train.rundir import lock_run, unlock_run
 from spikeprune.train.trainer import Trainer, load_trained, profile_summary
 
 UNSTRUCTURED_METHODS = ("slamp", *CRITERIA)
@@ -169,8 +170,20 @@ def prune_run(
     if rounds < 1 or finetune_epochs < 0 or calibration < 1:
         raise SpikepruneError("rounds and calibration batches must be >= 1 and finetune epochs >= 0")
     out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        raise SpikepruneError(f"{out} is not empty; choose a new --out for the pruned run")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise SpikepruneError(f"{out} is not an empty folder; choose a new --out for the pruned run")
+    lock_run(out)
+    try:
+        return _prune_run(checkpoint, out, method, sparsity, nm, finetune_epochs, rounds, exclude_first, exclude_last,
+                          calibration, slamp_power, recalibrate_bn, profile_batches, device, progress)  # fmt: skip
+    finally:
+        unlock_run(out)
+
+
+def _prune_run(
+    checkpoint, out, method, sparsity, nm, finetune_epochs, rounds, exclude_first, exclude_last,
+    calibration, slamp_power, recalibrate_bn, profile_batches, device, progress,
+) -> dict[str, Any]:  # fmt: skip
     source = load_trained(checkpoint, device=device)
     model = finalize(source.model)
     pattern = None
@@ -216,9 +229,9 @@ def prune_run(
             Trainer(config, None, model=model, sparsifier=FixedMasks(masks)).fit()
     modules = dict(model.named_modules())
     final_masks = {name: modules[name].weight_mask.clone() for name in masks}
-    out.mkdir(parents=True, exist_ok=True)
     finalize(model)
-    save_tensor_groups(out / INIT_NAME, {"model": model.state_dict(), "mask": final_masks})
+    with writing(out / INIT_NAME, "initial weights"):
+        save_tensor_groups(out / INIT_NAME, {"model": model.state_dict(), "mask": final_masks})
     config = source.config.model_copy(
         update={
             "epochs": per_round[-1],
@@ -247,5 +260,6 @@ def prune_run(
         "bn_recalibrated": recalibrate_bn,
         "stages": stages,
     }
-    atomic_write_json(out / "summary.json", summary)
+    with writing(out / "summary.json", "run summary"):
+        atomic_write_json(out / "summary.json", summary)
     return summary

@@ -303,10 +303,11 @@ class SpikeNM(Sparsifier):
         }
 
     def state_dict(self) -> dict[str, Any]:
-        return {"credits": dict(self.credits), "steps": self._steps}
+        return {"credits": dict(self.credits), "steps": self._steps, "start": dict(self._start)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.credits = dict(state.get("credits", {}))
+        self._start = dict(state.get("start", {}))  # the epoch's starting masks, for a resume inside it
         self._targets = {}
         for name in self.credits:
             self._refresh_target(name)

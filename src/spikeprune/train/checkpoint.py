@@ -1,29 +1,27 @@
 """Checkpoints: tensors in safetensors, everything else in JSON; atomic, verified, no pickle.
 
-A run folder holds ``checkpoint.json`` (the metadata, naming the tensor file and its SHA-256) and
-one ``checkpoint-e<epoch>.safetensors``. A new checkpoint writes its tensor file under a new name
-first, then replaces the JSON atomically, then removes the old tensor file: a crash at any point
-leaves a consistent pair behind.
+A run folder holds ``checkpoint.json`` (the metadata, naming the tensor file and its SHA-256, and
+carrying a SHA-256 of itself) and one ``checkpoint-e<epoch>[-s<step>].safetensors``. A new checkpoint
+writes its tensor file under a new name first, then replaces the JSON atomically, then removes the
+old tensor file: a crash (or a full disk) at any point leaves a consistent pair behind.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from spikeprune.errors import SpikepruneError
-from spikeprune.io import atomic_write_json
+from spikeprune.io import atomic_write_bytes, atomic_write_json, writing
 
 META_NAME = "checkpoint.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the metadata carries its own SHA-256
 
 
 def _sha256(path: Path) -> str:
@@ -62,39 +60,53 @@ def join_state(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
 
 
 def _atomic_save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
-    """safetensors ``save_file`` through a temporary file in the same folder and ``os.replace``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """safetensors bytes through the atomic writer (a full disk is an ``OSError`` there, never half a file)."""
+    atomic_write_bytes(path, save(tensors))
 
 
-def save_checkpoint(run_dir: Path, epoch: int, states: dict[str, Any], meta: dict[str, Any]) -> Path:
-    """Save named states (model, optimizer, ...) and JSON metadata for ``epoch``."""
+def _meta_digest(record: dict[str, Any]) -> str:
+    """SHA-256 of the metadata's canonical JSON, without the digest itself."""
+    body = {k: v for k, v in record.items() if k != "meta_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def save_checkpoint(
+    run_dir: Path, epoch: int, states: dict[str, Any], meta: dict[str, Any], step: int | None = None
+) -> Path:
+    """Save named states (model, optimizer, ...) and JSON metadata after ``epoch`` epochs.
+
+    ``step`` marks a checkpoint inside an epoch (its tensor file is ``checkpoint-e<epoch>-s<step>``).
+    The metadata carries a SHA-256 of itself, so an edited or damaged ``checkpoint.json`` is refused.
+    """
     run_dir = Path(run_dir)
     tensors: dict[str, torch.Tensor] = {}
     layout = {name: split_state(state, name, tensors) for name, state in states.items()}
-    tensor_file = run_dir / f"checkpoint-e{epoch}.safetensors"
-    _atomic_save_tensors(tensors, tensor_file)
+    tensor_file = run_dir / (f"checkpoint-e{epoch}" + (f"-s{step}" if step is not None else "") + ".safetensors")
+    with writing(tensor_file, "checkpoint"):
+        _atomic_save_tensors(tensors, tensor_file)
     previous = _read_meta(run_dir).get("tensor_file") if (run_dir / META_NAME).exists() else None
-    atomic_write_json(
-        run_dir / META_NAME,
-        {
-            "format_version": FORMAT_VERSION,
-            "epoch": epoch,
-            "tensor_file": tensor_file.name,
-            "sha256": _sha256(tensor_file),
-            "layout": layout,
-            "meta": meta,
-        },
-    )
+    record = {
+        "format_version": FORMAT_VERSION,
+        "epoch": epoch,
+        "tensor_file": tensor_file.name,
+        "sha256": _sha256(tensor_file),
+        "layout": layout,
+        "meta": meta,
+    }
+    record["meta_sha256"] = _meta_digest(record)
+    try:
+        with writing(run_dir / META_NAME, "checkpoint metadata"):
+            atomic_write_json(run_dir / META_NAME, record)
+    except SpikepruneError:
+        if tensor_file.name != previous:
+            tensor_file.unlink(missing_ok=True)  # the previous checkpoint stays whole and in use
+        raise
     if previous and previous != tensor_file.name:
         (run_dir / previous).unlink(missing_ok=True)
     return tensor_file
+
+
+REQUIRED = {"format_version": int, "epoch": int, "tensor_file": str, "sha256": str, "layout": dict, "meta": dict}
 
 
 def _read_meta(run_dir: Path) -> dict[str, Any]:
@@ -107,9 +119,23 @@ def _read_meta(run_dir: Path) -> dict[str, Any]:
         ) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise SpikepruneError(f"checkpoint metadata {path} is corrupt ({error}); restore it or retrain") from None
-    if not isinstance(record, dict) or record.get("format_version") != FORMAT_VERSION:
+    if not isinstance(record, dict) or record.get("format_version") not in (1, FORMAT_VERSION):
         raise SpikepruneError(f"checkpoint metadata {path} has an unknown format; it was not written by this version")
+    broken = [key for key, kind in REQUIRED.items() if not isinstance(record.get(key), kind)]
+    if broken:
+        raise SpikepruneError(
+            f"checkpoint metadata {path} lacks or mangles {', '.join(broken)}; restore the file or retrain"
+        )
+    if record["format_version"] >= 2 and record.get("meta_sha256") != _meta_digest(record):
+        raise SpikepruneError(
+            f"checkpoint metadata {path} was modified or damaged (its hash does not match); restore it or retrain"
+        )
     return record
+
+
+def checkpoint_files(run_dir: Path) -> set[str]:
+    """The tensor file the run's checkpoint names (empty when there is none)."""
+    return {_read_meta(Path(run_dir))["tensor_file"]} if has_checkpoint(run_dir) else set()
 
 
 def has_checkpoint(run_dir: Path) -> bool:
@@ -117,7 +143,7 @@ def has_checkpoint(run_dir: Path) -> bool:
 
 
 def load_checkpoint(run_dir: Path) -> tuple[int, dict[str, Any], dict[str, Any]]:
-    """Return ``(epoch, states, meta)``; verifies the tensor file's hash before reading it."""
+    """Return ``(epoch, states, meta)``; verifies the metadata's and the tensor file's hashes first."""
     run_dir = Path(run_dir)
     record = _read_meta(run_dir)
     tensor_file = run_dir / record["tensor_file"]
@@ -133,7 +159,12 @@ def load_checkpoint(run_dir: Path) -> tuple[int, dict[str, Any], dict[str, Any]]
         raise SpikepruneError(
             f"checkpoint tensors {tensor_file} cannot be read ({error}); restore the file or retrain"
         ) from None
-    states = {name: join_state(value, tensors) for name, value in record["layout"].items()}
+    try:
+        states = {name: join_state(value, tensors) for name, value in record["layout"].items()}
+    except (KeyError, TypeError, ValueError) as error:
+        raise SpikepruneError(
+            f"checkpoint {run_dir / META_NAME} does not match its tensors ({error}); restore it or retrain"
+        ) from None
     return int(record["epoch"]), states, record["meta"]
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from spikeprune.errors import SpikepruneError
 
@@ -55,8 +55,35 @@ class TrainConfig(BaseModel):
     sparsity_options: dict[str, Any] = Field(default_factory=dict, description="options of the sparsifier")
     init_from: str | None = Field(None, description="safetensors file of starting weights (and masks), beside the run")
     eval_every: int = Field(1, ge=1, description="evaluate on the test set every N epochs (and after the last)")
+    checkpoint_every_steps: int | None = Field(
+        None, ge=1, description="also checkpoint every N training steps inside an epoch (exact resume from there)"
+    )
     profile: bool = Field(False, description="after training, count SynOps/energy/density on the test set")
     profile_batches: int | None = Field(None, ge=1, description="limit the profile to this many test batches")
+
+    @field_validator("nm")
+    @classmethod
+    def _pattern(cls, value: str) -> str:
+        parts = value.split(":")
+        if len(parts) != 2 or not all(p.strip().isdigit() for p in parts) or not 1 <= int(parts[0]) < int(parts[1]):
+            raise ValueError("an N:M pattern is two integers 1 <= N < M, e.g. 2:4")
+        return value
+
+    @model_validator(mode="after")
+    def _no_silent_settings(self) -> TrainConfig:
+        """A setting that would do nothing is a mistake: refuse it, naming the setting it needs."""
+        if self.sparsity != "nm" and (self.nm != "2:4" or self.nm_method != "spikenm"):
+            raise ValueError("nm and nm_method take effect only with sparsity: nm (--sparsity nm); add it or drop them")
+        if self.sparsity == "none" and self.sparsity_options:
+            raise ValueError("sparsity_options take effect only with a sparsity method; add sparsity or drop them")
+        if self.data_pruning == "none" and (self.prune_ratio > 0 or self.data_pruning_options):
+            raise ValueError(
+                "prune_ratio and data_pruning_options take effect only with a data pruning method "
+                "(--data-pruning sadp|random|loss|ucb|infobatch); add one or drop them"
+            )
+        if self.data_pruning != "none" and self.prune_ratio == 0:
+            raise ValueError(f"data_pruning={self.data_pruning} needs prune_ratio > 0 (--prune-ratio), e.g. 0.5")
+        return self
 
     def model_kwargs(self) -> dict[str, Any]:
         """Keyword options for :func:`spikeprune.models.build_model`."""
@@ -75,10 +102,11 @@ def _describe(error: ValidationError) -> str:
     parts = []
     for item in error.errors():
         where = ".".join(str(p) for p in item["loc"]) or "config"
-        value = item.get("input")
-        parts.append(
-            f"{where}={value!r}: {item['msg']}" if item["type"] != "extra_forbidden" else f"unknown key {where!r}"
-        )
+        if not item["loc"]:  # a rule across settings: its message says it all
+            parts.append(str(item["msg"]).removeprefix("Value error, "))
+            continue
+        value, message = item.get("input"), str(item["msg"]).removeprefix("Value error, ")
+        parts.append(f"{where}={value!r}: {message}" if item["type"] != "extra_forbidden" else f"unknown key {where!r}")
     return "; ".join(parts)
 
 
@@ -97,10 +125,14 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     if path is not None:
         path = Path(path)
         source = f"config file {path}"
+        if path.is_dir():
+            raise SpikepruneError(f"config file {path} is a folder; pass a YAML file (e.g. recipes/example.yaml)")
         if not path.is_file():
             raise SpikepruneError(f"config file {path} does not exist; check the --config path")
         try:
-            loaded = yaml.safe_load(path.read_text()) or {}
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError:
+            raise SpikepruneError(f"config file {path} is not a text file; pass a YAML file") from None
         except yaml.YAMLError as error:
             raise SpikepruneError(f"config file {path} is not valid YAML: {error}".replace("\n", " ")) from None
         if not isinstance(loaded, dict):

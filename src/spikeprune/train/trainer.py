@@ -11,8 +11,11 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import signal
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 from spikeprune.data import build_dataset, dataset_info
 from spikeprune.datapruning import DataPruner, EpochPlan, StepStats, build_data_pruner
 from spikeprune.errors import SpikepruneError
-from spikeprune.io import atomic_write_json
+from spikeprune.io import atomic_write_json, atomic_write_text, writing
 from spikeprune.metrics import ProfileReport, profile
 from spikeprune.models import build_model
 from spikeprune.snn import set_surrogate_alpha
@@ -34,15 +37,37 @@ from spikeprune.sparsity.base import Sparsifier
 from spikeprune.sparsity.masks import FixedMasks
 from spikeprune.sparsity.nm import SRSTE, parse_nm
 from spikeprune.sparsity.spikenm import SpikeNM
-from spikeprune.train.checkpoint import has_checkpoint, load_checkpoint, load_tensor_groups, save_checkpoint
+from spikeprune.train.checkpoint import (
+    checkpoint_files,
+    has_checkpoint,
+    load_checkpoint,
+    load_tensor_groups,
+    save_checkpoint,
+)
 from spikeprune.train.config import TrainConfig, make_config
 from spikeprune.train.distributed import DistInfo, all_gather_cat, all_reduce_sum, init_distributed, sync_buffers
+from spikeprune.train.rundir import clean_run, lock_run, unlock_run
 
 LOG_NAME = "log.jsonl"
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+RUNTIME_KEYS = ("progress", "num_workers", "device", "tensorboard", "eval_every", "checkpoint_every_steps")
 PROFILE_NAME = "profile.json"
 PROFILE_SUMMARY_KEYS = ("density", "effective_synops", "acs", "macs", "dense_synops", "energy_pj", "mean_firing_rate")
 SUMMARY_NAME = "summary.json"
 CONFIG_NAME = "config.yaml"
+
+
+class TrainingDiverged(SpikepruneError):
+    """The loss or the weights stopped being finite; the run stopped without saving them."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM stopped the run at a step boundary, after a checkpoint of that point."""
+
+    def __init__(self, signum: int, message: str) -> None:
+        super().__init__(message)
+        self.signum = int(signum)
+        self.message = message
 
 
 def resolve_device(name: str) -> torch.device:
@@ -196,6 +221,10 @@ class Trainer:
             )
         self.epoch = 0
         self.step = 0
+        self._position: dict[str, Any] | None = None  # where inside an epoch a restored checkpoint was written
+        self._stop_signal: int | None = None
+        self._saved = False
+        self._locked = False
         self.total_steps = sum(self.steps_in_epoch(e) for e in range(config.epochs))
         self.history: list[dict[str, Any]] = []
         self._alpha0 = self._initial_alpha()
@@ -233,14 +262,15 @@ class Trainer:
             size = self.data_pruner.epoch_size(epoch, len(self.train_set))
         return _batch_count(math.ceil(size / self.dist.world_size), self.config.batch_size)
 
-    def _plan_total_steps(self, epoch: int, plan_size: int) -> None:
-        """Steps of the whole run: those done, this epoch's, and the pruner's sizes for the rest.
+    def _plan_total_steps(self, epoch: int, plan_size: int, done: int = 0) -> None:
+        """Steps of the whole run: those before this epoch, this epoch's (``done`` of them already run, when
+        resuming inside it), and the pruner's sizes for the rest.
 
         Recomputed each epoch, so methods whose epoch sizes are random (InfoBatch) still end their
         cosine schedule at the last step that really runs.
         """
         future = sum(self.steps_in_epoch(e) for e in range(epoch + 1, self.config.epochs))
-        self.total_steps = self.step + self.steps_in_epoch(epoch, plan_size) + future
+        self.total_steps = self.step - done + self.steps_in_epoch(epoch, plan_size) + future
 
     def _set_lr(self) -> None:
         factor = lr_factor(self.step, self.total_steps, self.config.schedule)
@@ -277,6 +307,7 @@ class Trainer:
             batch_sampler=batches,
             num_workers=self.config.num_workers,
             pin_memory=self.device.type == "cuda",
+            generator=torch.Generator(),  # its base seed must not come from the global RNG (exact resume)
         )
 
     def _autocast(self):
@@ -284,24 +315,36 @@ class Trainer:
 
     # ----------------------------------------------------------------------------- loop
     def train_epoch(self) -> dict[str, Any]:
-        """One epoch over the data pruner's plan; returns the epoch's training figures."""
+        """One epoch over the data pruner's plan; returns the epoch's training figures.
+
+        After a checkpoint written inside this epoch, it continues at the next batch of the saved
+        plan, with the saved running totals, so the epoch ends exactly as an uninterrupted one.
+        """
         cfg, epoch = self.config, self.epoch
         self.net.train()
         if hasattr(self.train_set, "set_epoch"):
             self.train_set.set_epoch(epoch)
         self._anneal_surrogate(epoch)
         self.sparsifier.on_epoch_start(epoch, cfg.epochs)
-        plan = self.data_pruner.plan(epoch, len(self.train_set))
-        self._plan_total_steps(epoch, len(plan.indices))
+        position, self._position = self._position, None
+        if position is not None:  # the epoch-start hooks ran; put the checkpointed states back over them
+            self.model.load_state_dict(position["model"])
+            self.sparsifier.load_state_dict(position["sparsifier"])
+            plan, done = position["plan"], position["batches_done"]
+            totals, elapsed = position["totals"].to(self.device), position["seconds"]
+        else:
+            plan, done = self.data_pruner.plan(epoch, len(self.train_set)), 0
+            totals, elapsed = torch.zeros(3, dtype=torch.float64, device=self.device), 0.0  # loss, correct, count
+        self._plan_total_steps(epoch, len(plan.indices), done)
         weight_of = None
         if plan.weights is not None:
             weight_of = torch.zeros(len(self.train_set))
             weight_of[plan.indices] = plan.weights.float()
         batches = self._epoch_batches(plan, epoch)
-        totals = torch.zeros(3, dtype=torch.float64, device=self.device)  # loss sum, correct, examples (no syncs)
-        started = time.perf_counter()
-        progress = self._progress(len(batches), f"epoch {epoch + 1}/{cfg.epochs}")
-        for x, y, idx in self._loader(self.train_set, batches):
+        started = time.perf_counter() - elapsed
+        progress = self._progress(len(batches), f"epoch {epoch + 1}/{cfg.epochs}", done)
+        every = cfg.checkpoint_every_steps
+        for batch, (x, y, idx) in enumerate(self._loader(self.train_set, batches[done:]), start=done + 1):
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             self._set_lr()
             with self._autocast():
@@ -328,12 +371,22 @@ class Trainer:
             if progress is not None:
                 progress.update(1)
                 progress.set_postfix(loss=f"{totals[0] / max(totals[2], 1):.3f}")
+            if batch < len(batches) and (self._stop_signal is not None or (every and self.step % every == 0)):
+                seconds = time.perf_counter() - started
+                where = {"plan": plan, "batches_done": batch, "totals": totals, "seconds": seconds}
+                self._check_finite(totals, f"epoch {epoch + 1}, step {batch} of {len(batches)}")
+                self.save(where)
+                if self._stop_signal is not None:
+                    if progress is not None:
+                        progress.close()
+                    raise self._interrupted(f"epoch {epoch + 1}, step {batch} of {len(batches)}")
         if progress is not None:
             progress.close()
         self.sparsifier.on_epoch_end()
         seconds = time.perf_counter() - started
         sync_buffers(self.model, self.dist)
         totals = all_reduce_sum(totals, self.dist).cpu()
+        self._check_finite(totals, f"epoch {epoch + 1}")
         return {
             "epoch": epoch + 1,
             "train_loss": float(totals[0] / max(totals[2], 1)),
@@ -346,6 +399,27 @@ class Trainer:
             **self.data_pruner.epoch_metrics(),
             **self.sparsifier.epoch_metrics(),
         }
+
+    def _check_finite(self, totals: Tensor, where: str) -> None:
+        """Stop a run whose loss or weights stopped being finite, before anything of it is saved."""
+        if bool(torch.isfinite(totals).all()) and all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
+            return
+        last = f"its last checkpoint (after epoch {self.epoch}) is kept" if self._saved else "nothing was saved"
+        raise TrainingDiverged(
+            f"training diverged in {where}: the loss or the weights are no longer finite; {last}. Lower the "
+            "learning rate (--lr), or use a smaller --batch-size or the adamw optimizer"
+        )
+
+    def _interrupted(self, where: str) -> Interrupted:
+        signum = self._stop_signal or signal.SIGINT
+        name = signal.Signals(signum).name
+        if self.out_dir is None:
+            return Interrupted(signum, f"{name}: stopped at {where}; nothing was saved (no run folder)")
+        return Interrupted(
+            signum,
+            f"{name}: stopped at {where}; a checkpoint of that exact point is in {self.out_dir}; continue with: "
+            f"spikeprune train --out {self.out_dir} --resume",
+        )
 
     def _plan_digests(self, plan: EpochPlan) -> list[str]:
         """One digest of (indices, weights) per rank: equal digests mean every rank drew the same plan."""
@@ -376,16 +450,26 @@ class Trainer:
         )
         self.data_pruner.observe(stats)
 
-    def _progress(self, total: int, description: str):
+    def _progress(self, total: int, description: str, done: int = 0):
         if not (self.config.progress and self.dist.is_main and sys.stderr.isatty()):
             return None  # a bar redrawn into a log file is noise; the epoch log has the figures
         from tqdm.auto import tqdm
 
-        return tqdm(total=total, desc=description, leave=False, dynamic_ncols=True)
+        return tqdm(total=total, initial=done, desc=description, leave=False, dynamic_ncols=True)
 
     @torch.no_grad()
     def evaluate(self, dataset: Dataset | None = None) -> dict[str, float]:
-        """Top-1/top-5 accuracy and mean loss on ``dataset`` (default: the test set), sharded across ranks."""
+        """Top-1/top-5 accuracy and mean loss on ``dataset`` (default: the test set), sharded across ranks.
+
+        Stochastic encoders draw from a generator seeded by the run's seed, apart from the training RNG:
+        the same model always gets the same figures, and testing (or how often) changes no weight.
+        """
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(self.config.seed)
+            return self._evaluate(dataset)
+
+    def _evaluate(self, dataset: Dataset | None) -> dict[str, float]:
         dataset = dataset if dataset is not None else self.test_set
         self.net.eval()
         indices = list(range(self.dist.rank, len(dataset), self.dist.world_size))
@@ -430,60 +514,97 @@ class Trainer:
             states["rng"]["cuda"] = torch.cuda.get_rng_state(self.device)
         return states
 
-    def save(self) -> None:
+    def save(self, position: dict[str, Any] | None = None) -> None:
+        """Checkpoint the run: after ``self.epoch`` epochs, or inside the next one at ``position``
+        (the epoch's plan, the batches done, the running totals and seconds)."""
         if self.out_dir is None or not self.dist.is_main:
             return
-        meta = {"step": self.step, "history": self.history, "config": self.config.model_dump()}
-        save_checkpoint(self.out_dir, self.epoch, self._states(), meta)
+        states = self._states()
+        meta: dict[str, Any] = {"step": self.step, "history": self.history, "config": self.config.model_dump()}
+        if position is not None:
+            plan = position["plan"]
+            states["position"] = {"indices": plan.indices, "totals": position["totals"].detach().cpu()}
+            if plan.weights is not None:
+                states["position"]["weights"] = plan.weights
+            meta["position"] = {"batches_done": position["batches_done"], "seconds": position["seconds"]}
+        save_checkpoint(self.out_dir, self.epoch, states, meta, step=self.step if position is not None else None)
+        self._saved = True
 
     def restore(self, run_dir: Path) -> None:
-        """Load a run folder's checkpoint: weights, optimizer, RNG, hook states, epoch and step."""
+        """Load a run folder's checkpoint: weights, optimizer, RNG, hook states, epoch and step, and the
+        position inside an epoch when the checkpoint was written there."""
         epoch, states, meta = load_checkpoint(run_dir)
-        self.model.load_state_dict(states["model"])
-        self.optimizer.load_state_dict(states["optimizer"])
+        try:
+            self.model.load_state_dict(states["model"])
+            self.optimizer.load_state_dict(states["optimizer"])
+            self.data_pruner.load_state_dict(states["data_pruner"])
+            self.sparsifier.load_state_dict(states["sparsifier"])
+            self.epoch, self.step, self.history = epoch, int(meta["step"]), list(meta["history"])
+        except (KeyError, RuntimeError, ValueError, TypeError) as error:
+            raise SpikepruneError(
+                f"the checkpoint in {run_dir} does not fit this model or its settings ({str(error).splitlines()[0]}); "
+                "resume with the settings it was written with, or start a new --out"
+            ) from None
         torch.set_rng_state(states["rng"]["torch"])
         if "cuda" in states["rng"] and self.device.type == "cuda":
             torch.cuda.set_rng_state(states["rng"]["cuda"], self.device)
-        self.data_pruner.load_state_dict(states["data_pruner"])
-        self.sparsifier.load_state_dict(states["sparsifier"])
-        self.epoch, self.step, self.history = epoch, int(meta["step"]), list(meta["history"])
+        self._saved = True
+        self._position = None
+        if "position" in meta:
+            saved = states["position"]
+            self._position = {
+                "plan": EpochPlan(saved["indices"], saved.get("weights")),
+                "batches_done": int(meta["position"]["batches_done"]),
+                "totals": saved["totals"],
+                "seconds": float(meta["position"]["seconds"]),
+                "model": states["model"],
+                "sparsifier": states["sparsifier"],
+            }
 
     def _prepare_out_dir(self, resume: bool) -> None:
+        """Lock the run folder, clear what a killed writer left, and start or continue the run in it."""
         if self.out_dir is None:
             if resume:
                 raise SpikepruneError("--resume needs the run folder: pass --out DIR of the run to continue")
             return
-        if resume:
-            if not has_checkpoint(self.out_dir):
-                raise SpikepruneError(
-                    f"nothing to resume in {self.out_dir} (no checkpoint); drop --resume to start a new run"
-                )
+        if not self.dist.is_main:
+            if resume and has_checkpoint(self.out_dir):
+                self.restore(self.out_dir)
+            return
+        lock_run(self.out_dir)
+        self._locked = True
+        clean_run(self.out_dir, keep=checkpoint_files(self.out_dir))
+        if resume and has_checkpoint(self.out_dir):
             saved = read_run_config(self.out_dir)
             changed = {
                 key
                 for key, value in self.config.model_dump().items()
-                if key not in ("progress", "num_workers", "device", "tensorboard") and getattr(saved, key) != value
+                if key not in RUNTIME_KEYS and getattr(saved, key) != value
             }
             if changed:
                 raise SpikepruneError(
                     f"run {self.out_dir} was started with different settings ({', '.join(sorted(changed))}); "
-                    "resume with the same settings or start a new --out"
+                    "resume with the same settings (leave those flags out) or start a new --out"
                 )
             self.restore(self.out_dir)
             return
-        if has_checkpoint(self.out_dir):
+        if resume and not (self.out_dir / CONFIG_NAME).is_file():
+            raise SpikepruneError(f"nothing to resume in {self.out_dir}: it holds no run; drop --resume to start one")
+        if resume:  # killed before its first checkpoint: nothing to continue from
+            print(f"note: {self.out_dir} holds no checkpoint yet; starting the run from the beginning", file=sys.stderr)
+        elif has_checkpoint(self.out_dir):
             raise SpikepruneError(
                 f"{self.out_dir} already holds a run; pass --resume to continue it or choose another --out"
             )
-        if self.dist.is_main:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            (self.out_dir / CONFIG_NAME).write_text(yaml.safe_dump(self.config.model_dump(), sort_keys=False))
+        with writing(self.out_dir / CONFIG_NAME, "run config"):
+            atomic_write_text(self.out_dir / CONFIG_NAME, yaml.safe_dump(self.config.model_dump(), sort_keys=False))
 
     def _write_log(self) -> None:
         if self.out_dir is None or not self.dist.is_main:
             return
         lines = "".join(json.dumps(record) + "\n" for record in self.history)
-        (self.out_dir / LOG_NAME).write_text(lines)
+        with writing(self.out_dir / LOG_NAME, "training log"):
+            atomic_write_text(self.out_dir / LOG_NAME, lines)
 
     def _tensorboard(self):
         if self.out_dir is None or not self.dist.is_main or self.config.tensorboard is False:
@@ -500,28 +621,60 @@ class Trainer:
 
     # ----------------------------------------------------------------------------- run
     def fit(self, resume: bool = False) -> dict[str, Any]:
-        """Train for the configured epochs (continuing a saved run with ``resume``); return the summary."""
-        self._prepare_out_dir(resume)
-        writer = self._tensorboard()
+        """Train for the configured epochs (continuing a saved run with ``resume``); return the summary.
+
+        With a run folder, SIGINT and SIGTERM stop the run at the next step boundary, after a checkpoint
+        of that exact point (raising :class:`Interrupted`); a loss or weights that stop being finite stop
+        it with :class:`TrainingDiverged`, keeping the last good checkpoint.
+        """
         try:
-            while self.epoch < self.config.epochs:
-                record = self.train_epoch()
-                if (self.epoch + 1) % self.config.eval_every == 0 or self.epoch + 1 == self.config.epochs:
-                    record.update(self.evaluate())
-                self.epoch += 1
-                self.history.append(record)
-                self.save()
-                self._write_log()
-                if writer is not None:
-                    for key, value in record.items():
-                        if key != "epoch":
-                            writer.add_scalar(key, value, record["epoch"])
-            if not self.history:  # epochs=0 (e.g. pruning without retraining): still leave a checkpoint
-                self.save()
+            self._prepare_out_dir(resume)
+            with self._signals():
+                writer = self._tensorboard()
+                try:
+                    while self.epoch < self.config.epochs:
+                        record = self.train_epoch()
+                        if (self.epoch + 1) % self.config.eval_every == 0 or self.epoch + 1 == self.config.epochs:
+                            record.update(self.evaluate())
+                        self.epoch += 1
+                        self.history.append(record)
+                        self.save()
+                        self._write_log()
+                        if writer is not None:
+                            for key, value in record.items():
+                                if key != "epoch":
+                                    writer.add_scalar(key, value, record["epoch"])
+                        if self._stop_signal is not None and self.epoch < self.config.epochs:
+                            raise self._interrupted(f"the end of epoch {self.epoch}")
+                    if not self.history:  # epochs=0 (e.g. pruning without retraining): still leave a checkpoint
+                        self.save()
+                finally:
+                    if writer is not None:
+                        writer.close()
+            return self._finish()
         finally:
-            if writer is not None:
-                writer.close()
-        return self._finish()
+            if self._locked:
+                unlock_run(self.out_dir)
+                self._locked = False
+
+    @contextmanager
+    def _signals(self):
+        """While training into a run folder (main thread, one process): SIGINT/SIGTERM ask for a clean stop."""
+        if self.out_dir is None or self.dist.enabled or threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def request(signum, frame):
+            self._stop_signal = signum
+            for sig in STOP_SIGNALS:  # a second signal acts at once, as usual
+                signal.signal(sig, previous[sig])
+
+        previous = {sig: signal.signal(sig, request) for sig in STOP_SIGNALS}
+        try:
+            yield
+        finally:
+            for sig in STOP_SIGNALS:
+                signal.signal(sig, previous[sig])
 
     def _finish(self) -> dict[str, Any]:
         digests = [parameter_digest(self.model)]
@@ -551,9 +704,11 @@ class Trainer:
             report = self.profile(self.config.profile_batches)
             summary.update(profile_summary(report))
             if self.out_dir is not None:
-                report.save_json(self.out_dir / PROFILE_NAME)
+                with writing(self.out_dir / PROFILE_NAME, "profile"):
+                    report.save_json(self.out_dir / PROFILE_NAME)
         if self.out_dir is not None and self.dist.is_main:
-            atomic_write_json(self.out_dir / SUMMARY_NAME, summary)
+            with writing(self.out_dir / SUMMARY_NAME, "run summary"):
+                atomic_write_json(self.out_dir / SUMMARY_NAME, summary)
         return summary
 
 
@@ -563,13 +718,19 @@ def profile_summary(report: ProfileReport) -> dict[str, float]:
 
 
 def record_profile(run_dir: str | Path, report: ProfileReport) -> None:
-    """Save a profile beside a run and add its totals to the run's ``summary.json``."""
+    """Save a profile beside a run and add its totals to the run's ``summary.json`` (holding the run's lock)."""
     run_dir = Path(run_dir)
-    report.save_json(run_dir / PROFILE_NAME)
-    path = run_dir / SUMMARY_NAME
-    summary = json.loads(path.read_text()) if path.is_file() else {}
-    summary.update(profile_summary(report))
-    atomic_write_json(path, summary)
+    lock_run(run_dir)
+    try:
+        with writing(run_dir / PROFILE_NAME, "profile"):
+            report.save_json(run_dir / PROFILE_NAME)
+        path = run_dir / SUMMARY_NAME
+        summary = json.loads(path.read_text()) if path.is_file() else {}
+        summary.update(profile_summary(report))
+        with writing(path, "run summary"):
+            atomic_write_json(path, summary)
+    finally:
+        unlock_run(run_dir)
 
 
 def load_trained(run_dir: str | Path, device: str = "auto") -> Trainer:
