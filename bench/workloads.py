@@ -132,7 +132,7 @@ WORKLOADS: dict[str, Workload] = {
             epochs=4,
             width=CPU_WIDTHS["convnet6"],
             benchmarks=("unstructured", "nm"),
-            why="the CIFAR proxy: the pruning literature's 6Conv2FC network (7 prunable layers) on real digits",
+            why="the CIFAR proxy: the pruning literature's 6Conv2FC network (8 prunable layers) on real digits",
         ),
         Workload(
             "nmnist5k-vggsnn",
@@ -447,7 +447,7 @@ def markdown(summary: dict[str, Any], workloads: list[Workload], payload: dict[s
         f"Measured run time: {payload['seconds'] / 60:.1f} min on {payload['environment']['threads']} threads "
         f"({payload['environment']['processor']}, torch {payload['environment']['torch']}).",
         "",
-        "| workload | dataset | model | T | epochs | retraining | dense accuracy | epoch (s) | why |",
+        "| workload | dataset | model | T | epochs | retraining | dense accuracy | epoch (s)¹ | why |",
         "|---|---|---|---:|---:|---:|---:|---:|---|",
     ]
     for w in workloads:
@@ -463,6 +463,9 @@ def markdown(summary: dict[str, Any], workloads: list[Workload], payload: dict[s
             f"{s['epoch_seconds_median']:.1f} | {w.why} |"
         )
     lines += [
+        "",
+        "¹ The median training epoch of the dense runs above, on a machine shared with other work: not a "
+        "timing (bench/models.md times the models on an idle machine).",
         "",
         "## Headroom: the plainest baseline at the hardest setting",
         "",

@@ -60,7 +60,6 @@ def call_main(monkeypatch, capsys, *args: str) -> tuple[int, str]:
     monkeypatch.setattr(sys, "argv", ["spikeprune", *args])
     with pytest.raises(SystemExit) as exit_info:
         cli.main()
-        raise SystemExit(0)
     return exit_info.value.code, capsys.readouterr().err
 
 

@@ -193,5 +193,5 @@ def test_prune_cli_and_errors(dense_run, tmp_path):
         failed = subprocess.run([sys.executable, "-m", "spikeprune.cli", *command, "--out", str(tmp_path / "bad")],
                                 capture_output=True, text=True, timeout=300)  # fmt: skip
         assert failed.returncode == 2 and needle in failed.stderr and "Traceback" not in failed.stderr
-    with pytest.raises(SpikepruneError, match="not empty"):
+    with pytest.raises(SpikepruneError, match="not an empty folder"):
         prune_run(dense_run, out, method="lamp", sparsity=0.5)

@@ -345,8 +345,7 @@ def main() -> None:
         command = command.replace("spikeprune spikeprune", "spikeprune")
         typer.echo(f"error: {error.format_message().rstrip('.')} (see '{command}')", err=True)
         sys.exit(2)
-    if isinstance(code, int) and code:
-        sys.exit(code)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":
