@@ -201,7 +201,14 @@ def test_unknown_neurons_and_layouts_are_named():
     with pytest.raises(SpikepruneError, match="reset_delay"):
         adapt(snn.Leaky(beta=0.5, reset_delay=False))
 
-    class Custom(nn.Module):  # multi-step synapse called from custom code: hooks would see [T, B, ...]
+    with pytest.raises(SpikepruneError, match=r"TimeWrapper expects input \[B, 1, 8, 8\]"):
+        wrapped("snntorch")(torch.zeros(3, 64))
+
+
+def test_multistep_layers_called_from_custom_code_are_folded():
+    from spikeprune.interop import TimeFolded
+
+    class Custom(nn.Module):  # a multi-step synapse called from forward code, not from an nn.Sequential
         def __init__(self) -> None:
             super().__init__()
             self.fc = sj_layer.Linear(4, 4, step_mode="m")
@@ -210,10 +217,17 @@ def test_unknown_neurons_and_layouts_are_named():
         def forward(self, x):
             return self.lif(self.fc(x))
 
-    with pytest.raises(SpikepruneError, match="SeqToANNContainer"):
-        adapt(Custom())
-    with pytest.raises(SpikepruneError, match=r"TimeWrapper expects input \[B, 1, 8, 8\]"):
-        wrapped("snntorch")(torch.zeros(3, 64))
+    torch.manual_seed(0)
+    net = Custom()
+    original = copy.deepcopy(net)
+    x = torch.rand(3, 5, 4) * 3
+    expected = original(x)
+    adapted = adapt(net)
+    assert isinstance(adapted.fc, TimeFolded) and list(adapted.state_dict()) == list(original.state_dict())
+    seen = []
+    adapted.fc.layer.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0].shape))
+    torch.testing.assert_close(adapted(x), expected)
+    assert seen == [torch.Size([15, 4])]  # hooks see [T·B, ...], as everywhere else
 
 
 # ----------------------------------------------------------------------------------- profile

@@ -18,8 +18,10 @@ from spikeprune.interop import spikingjelly as _spikingjelly
 from spikeprune.interop.base import (
     ForeignNeuron,
     FrameworkSurrogate,
+    TimeFolded,
     TimeSequential,
     TimeWrapper,
+    fold_multistep_layers,
     fold_sequentials,
 )
 from spikeprune.interop.snntorch import SnnTorchNeuron
@@ -30,6 +32,7 @@ __all__ = [
     "FrameworkSurrogate",
     "SnnTorchNeuron",
     "SpikingJellyNeuron",
+    "TimeFolded",
     "TimeSequential",
     "TimeWrapper",
     "adapt",
@@ -66,60 +69,48 @@ def _adapter(module: nn.Module, name: str) -> ForeignNeuron | None:
     return None
 
 
-def _replace_neurons(module: nn.Module, prefix: str = "") -> int:
-    count = 0
-    for name, child in list(module.named_children()):
+def _neuron_adapters(module: nn.Module, prefix: str = "") -> list[tuple[nn.Module, str, ForeignNeuron]]:
+    """Every (parent, child name, adapter) to install; raises for an unsupported neuron before any change."""
+    found = []
+    for name, child in module.named_children():
         path = f"{prefix}.{name}" if prefix else name
         if isinstance(child, ForeignNeuron):
-            count += 1
             continue
         adapter = _adapter(child, path)
         if adapter is not None:
-            module._modules[name] = adapter
-            count += 1
+            found.append((module, name, adapter))
         else:
-            count += _replace_neurons(child, path)
-    return count
-
-
-def _check_multistep_synapses(model: nn.Module) -> None:
-    """SpikingJelly multi-step synapses left outside a Sequential would hand our hooks ``[T, B, ...]``."""
-    import sys
-
-    base = sys.modules.get("spikingjelly.activation_based.base")
-    if base is None:
-        return
-    stuck = [
-        name
-        for name, m in model.named_modules()
-        if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear)) and isinstance(m, base.StepModule) and m.step_mode == "m"
-    ]
-    if stuck:
-        raise SpikepruneError(
-            f"SpikingJelly multi-step layer(s) {stuck} are called from custom forward code, where spikeprune's "
-            "counters would see [T, B, ...]; put the layers in an nn.Sequential (adapted automatically) or wrap "
-            "them in spikingjelly's layer.SeqToANNContainer"
-        )
+            found += _neuron_adapters(child, path)
+    return found
 
 
 def adapt(model: nn.Module) -> nn.Module:
     """Make a SpikingJelly or snnTorch model usable by spikeprune; returns the model to use from now on.
 
-    Works in place on submodules: neurons become adapters and plain ``nn.Sequential`` containers
-    that hold them become :class:`TimeSequential` (same children, same ``state_dict`` keys). The
-    returned object is new only when ``model`` itself is such a Sequential or a bare neuron.
-    Raises :class:`SpikepruneError` for a neuron class it does not know, naming it.
+    Works in place on submodules:
+
+    * neurons become adapters;
+    * plain ``nn.Sequential`` containers that hold them become :class:`TimeSequential`;
+    * SpikingJelly multi-step layers that custom forward code calls directly (ResNet and SEW-ResNet
+      blocks, VGG heads) become :class:`TimeFolded`: they fold ``T`` into the batch, as they did
+      inside, where spikeprune's hooks can see it.
+
+    ``state_dict`` keys do not change. The returned object is new only when ``model`` itself is such a
+    Sequential or a bare neuron. Raises :class:`SpikepruneError` for a neuron class it does not know,
+    naming it; the model is then left exactly as it was.
     """
     if not isinstance(model, nn.Module):
         raise SpikepruneError(f"adapt needs an nn.Module, got {type(model).__name__}")
     top = _adapter(model, "") if not isinstance(model, ForeignNeuron) else None
     if top is not None:
         return top
-    if _replace_neurons(model) == 0 and not isinstance(model, ForeignNeuron):
+    adapters = _neuron_adapters(model)
+    already = any(isinstance(m, ForeignNeuron) for m in model.modules())
+    if not adapters and not already:
         raise SpikepruneError(
             f"adapt found no SpikingJelly or snnTorch neuron in {type(model).__name__}; "
             f"supported neurons: {', '.join(supported_neurons())}"
         )
-    model = fold_sequentials(model)
-    _check_multistep_synapses(model)
-    return model
+    for parent, name, adapter in adapters:
+        parent._modules[name] = adapter
+    return fold_multistep_layers(fold_sequentials(model))

@@ -44,18 +44,32 @@ class FrameworkSurrogate:
         return f"FrameworkSurrogate({self.spike_fn!r})"
 
 
-def _drop_infix(module: nn.Module, state_dict: dict, prefix: str, local_metadata: dict) -> None:
-    """state_dict post-hook: ``<prefix>neuron.<key>`` → ``<prefix><key>`` (the original model's keys)."""
-    inner = prefix + "neuron."
-    for key in [k for k in state_dict if k.startswith(inner)]:
-        state_dict[prefix + key[len(inner) :]] = state_dict.pop(key)
+def _drop_infix(infix: str):
+    """A state_dict post-hook: ``<prefix><infix>.<key>`` → ``<prefix><key>`` (the original model's keys)."""
+
+    def hook(module: nn.Module, state_dict: dict, prefix: str, local_metadata: dict) -> None:
+        inner = f"{prefix}{infix}."
+        for key in [k for k in state_dict if k.startswith(inner)]:
+            state_dict[prefix + key[len(inner) :]] = state_dict.pop(key)
+
+    return hook
 
 
-def _add_infix(module: nn.Module, state_dict: dict, prefix: str, *args) -> None:
-    """load_state_dict pre-hook, the inverse of :func:`_drop_infix` (both key styles load)."""
-    inner = prefix + "neuron."
-    for key in [k for k in state_dict if k.startswith(prefix) and not k.startswith(inner)]:
-        state_dict[inner + key[len(prefix) :]] = state_dict.pop(key)
+def _add_infix(infix: str):
+    """A load_state_dict pre-hook, the inverse of :func:`_drop_infix` (both key styles load)."""
+
+    def hook(module: nn.Module, state_dict: dict, prefix: str, *args) -> None:
+        inner = f"{prefix}{infix}."
+        for key in [k for k in state_dict if k.startswith(prefix) and not k.startswith(inner)]:
+            state_dict[inner + key[len(prefix) :]] = state_dict.pop(key)
+
+    return hook
+
+
+def keep_original_keys(wrapper: nn.Module, infix: str) -> None:
+    """Give ``wrapper`` (which holds the wrapped module as ``infix``) the state_dict keys of the original."""
+    wrapper.register_state_dict_post_hook(_drop_infix(infix))
+    wrapper.register_load_state_dict_pre_hook(_add_infix(infix))
 
 
 class ForeignNeuron(SpikingNeuron):
@@ -78,8 +92,7 @@ class ForeignNeuron(SpikingNeuron):
         self.record = False
         self.records: dict[str, Tensor] = {}
         self.output_membrane = False  # return the membrane (with its gradient) instead of the spikes
-        self.register_state_dict_post_hook(_drop_infix)
-        self.register_load_state_dict_pre_hook(_add_infix)
+        keep_original_keys(self, "neuron")
 
     # --- framework-specific -----------------------------------------------------------------
     def spike_function(self) -> Callable[[Tensor], Tensor]:
@@ -143,6 +156,59 @@ class TimeSequential(nn.Sequential):
         for child, time_major in zip(self, self.time_major, strict=True):
             x = child(x) if time_major else child(x.flatten(0, 1)).unflatten(0, (steps, batch))
         return x
+
+
+class TimeFolded(nn.Module):
+    """A SpikingJelly multi-step layer that custom forward code calls on ``[T, B, ...]`` (ResNet blocks).
+
+    The layer is switched to single-step mode and called once on ``[T·B, ...]``, which is what it did
+    inside anyway; hooks on it (SynOps counters, SADP, SLAMP, EID) then see the folded batch they
+    expect. ``state_dict`` keys stay those of the original model.
+    """
+
+    def __init__(self, layer: nn.Module) -> None:
+        super().__init__()
+        layer.step_mode = "s"
+        self.layer = layer
+        keep_original_keys(self, "layer")
+
+    @property
+    def step_mode(self) -> str:
+        """What the calling code sees (SpikingJelly's ResNet picks its flatten by the pool's step mode)."""
+        return "m"
+
+    def forward(self, x: Tensor) -> Tensor:
+        steps, batch = x.shape[:2]
+        return self.layer(x.flatten(0, 1)).unflatten(0, (steps, batch))
+
+
+def fold_multistep_layers(model: nn.Module) -> nn.Module:
+    """Wrap each SpikingJelly multi-step layer left outside a time-folding container in :class:`TimeFolded`."""
+    base = _sj_base()
+    if base is None:
+        return model
+
+    def needs_folding(module: nn.Module) -> bool:
+        return (
+            isinstance(module, base.StepModule)
+            and not isinstance(module, (base.MultiStepModule, SpikingNeuron))
+            and getattr(module, "step_mode", None) == "m"
+            and not list(module.children())
+        )
+
+    def visit(parent: nn.Module) -> None:
+        if isinstance(parent, (ForeignNeuron, PerStep, TimeFolded, base.MultiStepModule)):
+            return  # these run their children on folded batches already
+        for name, child in list(parent.named_children()):
+            if needs_folding(child):
+                parent._modules[name] = TimeFolded(child)
+            else:
+                visit(child)
+
+    if needs_folding(model):
+        return TimeFolded(model)
+    visit(model)
+    return model
 
 
 def _sj_base():

@@ -188,6 +188,8 @@ class SpikeNM(Sparsifier):
             if not after:
                 continue  # the readout has no postsynaptic spiking neuron: no eligibility
             between = [(n, m) for n, m in order[start : after[0]] if not list(m.children())]
+            if any(isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear)) for _, m in between):
+                continue  # it reaches a neuron only through code the module order does not show (a shortcut)
             reshaping = []
             for child_name, child in between:
                 if isinstance(child, RESHAPING):
