@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import subprocess
 import sys
+from functools import partial
 
 import numpy as np
 import pytest
@@ -14,9 +17,10 @@ from torch.utils.data import TensorDataset
 from spikeprune.cli import export
 from spikeprune.errors import SpikepruneError
 from spikeprune.interop import TimeWrapper, adapt
-from spikeprune.interop.nir import export_nir, read_nir, run_nir
+from spikeprune.interop.nir import batch_flatten, export_nir, read_nir, run_nir
 from spikeprune.metrics import neurobench, profile
 from spikeprune.models import build_model
+from spikeprune.snn import PerStep
 from spikeprune.sparsity import attach_masks, effective_weight, finalize, global_magnitude, masks_of, prunable_layers
 from spikeprune.sparsity.nm import magnitude_nm_mask
 from spikeprune.train import Trainer, load_trained, make_config
@@ -92,9 +96,92 @@ def test_nir_round_trip_gives_the_same_outputs(name, shape, nm, options, tmp_pat
     assert expected.std() > 0  # the network is not silent
 
 
+# every built-in model, at a small size (the readers check the structure, not the scale)
+EVERY_MODEL = [
+    ("mlp", (1, 8, 8), {"hidden": (32, 32)}),
+    ("scnn", (1, 12, 12), {"channels": (4, 8), "hidden": 16}),
+    ("scnn1d", (1, 40), {"channels": 8, "hidden": 16}),
+    ("convnet6", (1, 12, 12), {"width": 1 / 32}),
+    ("vggsnn", (2, 16, 16), {"width": 1 / 32}),
+    ("vgg11", (3, 32, 32), {"width": 1 / 16}),
+    ("vgg16", (3, 32, 32), {"width": 1 / 16}),
+    ("resnet18", (3, 16, 16), {"width": 1 / 16}),
+    ("resnet19", (3, 16, 16), {"width": 1 / 16}),
+]
+
+
+def test_every_builtin_model_is_listed():
+    from spikeprune.models import list_models
+
+    assert {name for name, _, _ in EVERY_MODEL} == {info.name for info in list_models()}
+
+
+def _norse_through_nirtorch(graph):
+    """The workaround docs/export.md gives for Norse: its own node converter, in nirtorch's interpreter."""
+    import nirtorch
+    from norse.torch.utils.import_nir import _import_norse_module
+
+    convert = partial(_import_norse_module, dt=1e-4)
+    kinds = (nir.Affine, nir.Linear, nir.Conv2d, nir.Flatten, nir.LIF, nir.IF, nir.SumPool2d)
+    return nirtorch.nir_to_torch(graph, {kind: convert for kind in kinds})
+
+
+def _step(module, x: torch.Tensor, steps: int, stateful: bool) -> torch.Tensor:
+    outputs, state = [], None
+    with torch.no_grad():
+        for _ in range(steps):
+            if stateful:
+                out, state = module(x, state)
+            else:
+                out = module(x)
+            outputs.append(out[0] if isinstance(out, tuple) else out)
+    return torch.stack(outputs).mean(0)
+
+
+@pytest.mark.parametrize("name,shape,options", EVERY_MODEL, ids=[case[0] for case in EVERY_MODEL])
+def test_every_builtin_model_exports_and_other_frameworks_read_it_on_a_batch(name, shape, options, tmp_path):
+    """Our reader, snnTorch's import_from_nir and Norse give the model's own outputs on a batch."""
+    snn_import = pytest.importorskip("snntorch.import_nir")
+    snn_utils = pytest.importorskip("snntorch.utils")
+    norse = pytest.importorskip("norse.torch")
+    model = pruned(name, shape, nm=False, **options)
+    with torch.no_grad():  # a model that fires in every layer, so the readers are really compared
+        for module in model.modules():
+            if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Linear)):
+                module.weight_orig.mul_(2.0)
+    path = tmp_path / "model.nir"
+    export_nir(model, path)
+    graph = nir.read(path)
+    torch.manual_seed(3)
+    x = torch.rand(8, *shape) * 3
+    with torch.no_grad():
+        expected = model(x)
+    assert expected.std() > 0
+    torch.testing.assert_close(run_nir(read_nir(graph), x, T), expected, rtol=1e-5, atol=1e-5)
+    with contextlib.redirect_stdout(io.StringIO()):  # snnTorch prints how it rescales each LIF
+        snntorch_module = batch_flatten(snn_import.import_from_nir(graph))
+    snn_utils.reset(snntorch_module)
+    torch.testing.assert_close(_step(snntorch_module, x, T, stateful=False), expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        _step(batch_flatten(_norse_through_nirtorch(graph)), x, T, stateful=True), expected, rtol=1e-5, atol=1e-5
+    )
+    if name not in ("scnn1d", "resnet18", "resnet19"):  # Norse's own from_nir: chains of Conv2d only
+        norse_module = batch_flatten(norse.from_nir(graph, dt=1e-4))
+        torch.testing.assert_close(_step(norse_module, x, T, stateful=True), expected, rtol=1e-5, atol=1e-5)
+
+
 def test_nir_export_names_what_it_cannot_represent(tmp_path):
-    with pytest.raises(SpikepruneError, match="no NIR equivalent.*max pooling"):
-        export_nir(build_model("scnn", input_shape=(1, 8, 8)))
+    from spikeprune.models import SNNOptions, SpikingNetwork
+
+    class PoolsValues(SpikingNetwork):  # max pooling right after a conv: over real values, not spikes
+        def __init__(self):
+            options = SNNOptions(timesteps=2)
+            super().__init__(options, (1, 8, 8), 10)
+            self.stem = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.MaxPool2d(2))
+            self.body = nn.Sequential(options.neuron_module(4), PerStep(nn.Flatten(), nn.Linear(64, 10)))
+
+    with pytest.raises(SpikepruneError, match="stem_1.*its input is not spikes"):
+        export_nir(PoolsValues())
     with pytest.raises(SpikepruneError, match="soft"):
         export_nir(build_model("mlp", input_shape=(1, 8, 8), v_reset=None))
     with pytest.raises(SpikepruneError, match="spikeprune models"):

@@ -1,7 +1,7 @@
 """Export spikeprune models to NIR (the Neuromorphic Intermediate Representation) and read them back.
 
-``export_nir(model)`` turns a sequential spikeprune model (``mlp``, ``scnn1d`` and any model built
-from Conv1d/Conv2d/Linear, BatchNorm, Flatten and LIF/IF/PLIF neurons) into a ``nir.NIRGraph``:
+``export_nir(model)`` turns any built-in spikeprune model (Conv1d/Conv2d/Linear, BatchNorm, Flatten,
+max and average pooling, residual blocks, LIF/IF/PLIF neurons) into a ``nir.NIRGraph``:
 
 * masks are folded first (:func:`spikeprune.sparsity.finalize` on a copy), so pruned weights are
   exact zeros in the weight arrays, and each synapse node's metadata says how sparse it is
@@ -12,10 +12,16 @@ from Conv1d/Conv2d/Linear, BatchNorm, Flatten and LIF/IF/PLIF neurons) into a ``
 * neurons become NIR ``LIF``/``IF`` nodes whose forward-Euler step with ``dt`` reproduces our
   discrete update (``docs/export.md`` derives it): ``τ_NIR = τ·dt``, ``v_leak`` = resting
   potential, ``r = 1`` (``decay_input``) or ``τ`` (otherwise), ``r = 1/dt`` for IF, hard reset to
-  ``v_reset``. NIR 1.0 has no subtractive reset and no max pooling: such models raise an error.
+  ``v_reset``. NIR 1.0 has no subtractive reset: such models raise an error;
+* pooling over spikes becomes a ``SumPool2d``: max pooling adds a threshold at one spike (a LIF node
+  with ``τ = dt`` has no memory, so at threshold 0.5 it is exactly ``[sum ≥ 1]``, and every NIR
+  importer reads LIF), average pooling folds its ``1/area`` into the next synapse's weights; max
+  pooling over values that are not spikes is refused;
+* a residual block's last neuron gets two incoming edges (NIR sums a node's inputs).
 
 ``read_nir`` loads a graph with nirtorch into a torch module stepped once per time step, and
 ``run_nir`` drives it over T steps with the mean-over-time readout of spikeprune's models.
+``batch_flatten`` fixes what snnTorch's and Norse's importers build, so it runs on batches.
 """
 
 from __future__ import annotations
@@ -30,6 +36,8 @@ from torch import Tensor, nn
 
 import spikeprune
 from spikeprune.errors import SpikepruneError
+from spikeprune.models.cifar import SpikingBasicBlock
+from spikeprune.snn.layers import PerStep
 from spikeprune.snn.neurons import IF, LIF, PLIF, SpikingNeuron
 from spikeprune.sparsity.masks import finalize
 from spikeprune.sparsity.nm import nm_blocks
@@ -49,40 +57,26 @@ def _nir():
     return nir
 
 
-def _layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """The model's modules in execution order (stem, then body), Sequentials expanded."""
-    stem, body = getattr(model, "stem", None), getattr(model, "body", None)
-    if stem is None or body is None or not hasattr(model, "input_shape"):
+def _check_model(model: nn.Module) -> None:
+    if any(getattr(model, key, None) is None for key in ("stem", "body", "input_shape")):
         raise SpikepruneError(
             f"NIR export works on spikeprune models (stem + body), got {type(model).__name__}; for a "
             "SpikingJelly or snnTorch model, finalize() it and use that framework's own NIR exporter"
         )
-    layers: list[tuple[str, nn.Module]] = []
-
-    def walk(name: str, module: nn.Module) -> None:
-        if isinstance(module, nn.Sequential):  # also PerStep: time folding is implicit in NIR
-            for child_name, child in module.named_children():
-                walk(f"{name}_{child_name}", child)
-        else:
-            layers.append((name, module))
-
-    walk("stem", stem)
-    walk("body", body)
-    return layers
 
 
-def _shapes(model: nn.Module, layers: list[tuple[str, nn.Module]]) -> dict[str, tuple[int, ...]]:
-    """Per-sample output shape of every layer, from one forward pass on zeros."""
-    shapes: dict[str, tuple[int, ...]] = {}
+def _shapes(model: nn.Module) -> dict[int, tuple[tuple[int, ...], tuple[int, ...]]]:
+    """Per-sample input and output shapes (by module id) of every leaf layer, neuron and of the body,
+    from one forward pass on zeros. Leaf layers see ``[B, ...]`` or ``[T·B, ...]``; neurons and the
+    body see ``[T, B, ...]``."""
+    shapes: dict[int, tuple[tuple[int, ...], tuple[int, ...]]] = {}
 
-    def hook(name: str):
-        def record(module: nn.Module, inputs, output: Tensor) -> None:
-            skip = 2 if isinstance(module, SpikingNeuron) else 1  # neurons see [T, B, ...]
-            shapes[name] = tuple(output.shape[skip:])
+    def record(module: nn.Module, inputs, output) -> None:
+        skip = 2 if isinstance(module, SpikingNeuron) or module is model.body else 1
+        shapes[id(module)] = (tuple(inputs[0].shape[skip:]), tuple(output.shape[skip:]))
 
-        return record
-
-    handles = [module.register_forward_hook(hook(name)) for name, module in layers]
+    watched = [m for m in model.modules() if isinstance(m, SpikingNeuron) or not list(m.children())]
+    handles = [m.register_forward_hook(record) for m in [*watched, model.body]]
     try:
         with torch.no_grad():
             model(torch.zeros(1, *model.input_shape))
@@ -90,6 +84,145 @@ def _shapes(model: nn.Module, layers: list[tuple[str, nn.Module]]) -> dict[str, 
         for handle in handles:
             handle.remove()
     return shapes
+
+
+class _GraphBuilder:
+    """Walks a spikeprune model and writes NIR nodes and edges.
+
+    Each ``emit`` takes the names of the nodes feeding a module (their outputs are summed, as NIR sums
+    a node's inputs) and returns the names whose sum is the module's output. A synapse waits in
+    ``pending`` until the next module: a BatchNorm folds into it, and a scale left by an average pool
+    before it is folded into its weights.
+    """
+
+    def __init__(self, model: nn.Module, nm: tuple[int, int] | None, dt: float) -> None:
+        self.nir = _nir()
+        self.nm, self.dt = nm, dt
+        self.shapes = _shapes(model)
+        self.nodes: dict[str, object] = {}
+        self.edges: list[tuple[str, str]] = []
+        self.spiking: set[str] = set()  # nodes whose output is spikes (0/1)
+        self.scale = 1.0  # an average pool's 1/area, waiting for the next synapse
+
+    def add(self, name: str, node, inputs: list[str]) -> list[str]:
+        self.nodes[name] = node
+        self.edges += [(source, name) for source in inputs]
+        return [name]
+
+    def emit(self, name: str, module: nn.Module, inputs: list[str]) -> list[str]:
+        nir = self.nir
+        if isinstance(module, (nn.Sequential, PerStep)):
+            children = list(module.named_children())
+            index = 0
+            while index < len(children):
+                child_name, child = children[index]
+                following = children[index + 1][1] if index + 1 < len(children) else None
+                if isinstance(child, _SYNAPSES) and isinstance(following, nn.modules.batchnorm._BatchNorm):
+                    inputs = self.synapse(f"{name}_{child_name}", child, inputs, following)
+                    index += 2
+                    continue
+                inputs = self.emit(f"{name}_{child_name}", child, inputs)
+                index += 1
+            return inputs
+        if isinstance(module, SpikingBasicBlock):
+            residual = self.emit(f"{name}_residual", module.residual, inputs)
+            shortcut = self.emit(f"{name}_shortcut", module.shortcut, inputs)
+            return self.emit(f"{name}_neuron", module.neuron, residual + shortcut)
+        if isinstance(module, _SKIPPED):
+            return inputs
+        if isinstance(module, _SYNAPSES):
+            return self.synapse(name, module, inputs, None)
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            raise SpikepruneError(f"BatchNorm {name} does not follow a Conv/Linear layer; it cannot be folded")
+        in_shape, out_shape = self.shapes[id(module)]
+        if isinstance(module, SpikingNeuron):
+            outputs = self.add(name, _neuron_node(name, module, out_shape, self.dt), inputs)
+            self.spiking.add(name)
+            return outputs
+        if isinstance(module, nn.Flatten):
+            end = module.end_dim - 1 if module.end_dim >= 0 else module.end_dim
+            node = nir.Flatten(input_type={"input": np.array(in_shape)}, start_dim=module.start_dim - 1, end_dim=end)
+            outputs = self.add(name, node, inputs)
+            if all(source in self.spiking for source in inputs):
+                self.spiking.add(name)
+            return outputs
+        if isinstance(module, (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d)):
+            return self.pool(name, module, inputs, in_shape, out_shape)
+        raise SpikepruneError(
+            f"layer {name} ({type(module).__name__}) has no NIR equivalent; NIR export supports Conv1d/Conv2d/"
+            "Linear, BatchNorm (folded), Flatten, Dropout, max and average pooling, residual blocks and "
+            "LIF/PLIF/IF neurons"
+        )
+
+    def pool(self, name: str, module: nn.Module, inputs: list[str], in_shape, out_shape) -> list[str]:
+        """Pooling over spikes: a sum pool, then (max) a threshold at one spike or (average) a 1/area
+        scale folded into the next synapse."""
+        nir = self.nir
+        if isinstance(module, nn.AdaptiveAvgPool2d):
+            if any(i % o for i, o in zip(in_shape[1:], out_shape[1:], strict=True)):
+                raise SpikepruneError(f"layer {name}: adaptive pooling to a size that does not divide the input")
+            kernel = stride = tuple(i // o for i, o in zip(in_shape[1:], out_shape[1:], strict=True))
+            padding = (0, 0)
+        else:
+            pair = lambda v: (v, v) if isinstance(v, int) else tuple(v)  # noqa: E731
+            kernel, stride, padding = (
+                pair(module.kernel_size),
+                pair(module.stride or module.kernel_size),
+                pair(module.padding),
+            )
+        if any(padding) or getattr(module, "ceil_mode", False) or getattr(module, "dilation", 1) not in (1, (1, 1)):
+            raise SpikepruneError(f"layer {name}: only pooling without padding, dilation or ceil_mode is exported")
+        spikes = all(source in self.spiking for source in inputs)
+        if isinstance(module, nn.MaxPool2d) and not spikes:
+            raise SpikepruneError(
+                f"layer {name}: max pooling has no NIR equivalent here, because its input is not spikes (over "
+                "spikes it is a sum pool and a threshold at one spike); pool after a spiking layer"
+            )
+        node = nir.SumPool2d(kernel_size=np.array(kernel), stride=np.array(stride), padding=np.array(padding))
+        outputs = self.add(f"{name}_sum", node, inputs)
+        if isinstance(module, nn.MaxPool2d):
+            # max over 0/1 spikes = [sum ≥ 1]: a LIF node with τ = dt has no memory (v ← r·I each step), so
+            # with threshold 0.5 and reset 0 it is exactly that threshold, and every NIR importer reads LIF
+            full = np.ones(out_shape, dtype=np.float32)
+            threshold = nir.LIF(tau=full * self.dt, r=full, v_leak=full * 0, v_threshold=full * 0.5, v_reset=full * 0)
+            outputs = self.add(name, threshold, outputs)
+            self.spiking.add(name)
+        else:
+            self.scale /= float(np.prod(kernel))
+        return outputs
+
+    def synapse(self, name: str, layer: nn.Module, inputs: list[str], bn) -> list[str]:
+        nir = self.nir
+        weight = layer.weight.detach()
+        bias = layer.bias.detach() if layer.bias is not None else None
+        if bn is not None:
+            weight, bias = _fold_bn(weight, bias, bn)
+        meta = _sparsity(weight, self.nm)  # before any pooling scale: a scale keeps zeros and patterns anyway
+        weight = weight * self.scale
+        self.scale = 1.0
+        if isinstance(layer, nn.Linear):
+            node = (
+                nir.Linear(weight=_array(weight), metadata=meta)
+                if bias is None
+                else nir.Affine(weight=_array(weight), bias=_array(bias), metadata=meta)
+            )
+        else:
+            conv = nir.Conv1d if isinstance(layer, nn.Conv1d) else nir.Conv2d
+            if layer.padding_mode != "zeros" or isinstance(layer.padding, str):
+                raise SpikepruneError(f"layer {name}: only numeric zero padding is exported to NIR")
+            spatial = self.shapes[id(layer)][0][1:]
+            one = conv is nir.Conv1d
+            node = conv(
+                input_shape=spatial[0] if one else np.array(spatial),
+                weight=_array(weight),
+                stride=layer.stride[0] if one else np.array(layer.stride),
+                padding=layer.padding[0] if one else np.array(layer.padding),
+                dilation=layer.dilation[0] if one else np.array(layer.dilation),
+                groups=layer.groups,
+                bias=_array(bias if bias is not None else torch.zeros(weight.shape[0])),
+                metadata=meta,
+            )
+        return self.add(name, node, inputs)
 
 
 def _fold_bn(weight: Tensor, bias: Tensor | None, bn: nn.modules.batchnorm._BatchNorm) -> tuple[Tensor, Tensor]:
@@ -164,76 +297,14 @@ def export_nir(
     are marked ``"N:M"`` in their metadata, the others ``"unstructured"``. ``model`` is not changed.
     """
     nir = _nir()
+    _check_model(model)
     model = finalize(copy.deepcopy(model)).cpu().eval()
-    layers = _layers(model)
-    shapes = _shapes(model, layers)
-    nodes: dict[str, object] = {"input": nir.Input(input_type={"input": np.array(model.input_shape)})}
-    order = ["input"]
-    shape = tuple(model.input_shape)
-    pending: tuple[str, nn.Module, Tensor, Tensor | None] | None = None
-
-    def flush() -> None:
-        nonlocal pending
-        if pending is None:
-            return
-        name, layer, weight, bias = pending
-        meta = _sparsity(weight, nm)
-        if isinstance(layer, nn.Linear):
-            node = (
-                nir.Linear(weight=_array(weight), metadata=meta)
-                if bias is None
-                else nir.Affine(weight=_array(weight), bias=_array(bias), metadata=meta)
-            )
-        else:
-            conv = nir.Conv1d if isinstance(layer, nn.Conv1d) else nir.Conv2d
-            if layer.padding_mode != "zeros" or isinstance(layer.padding, str):
-                raise SpikepruneError(f"layer {name}: only numeric zero padding is exported to NIR")
-            spatial = layer_input[name][1:]
-            node = conv(
-                input_shape=spatial[0] if conv is nir.Conv1d else np.array(spatial),
-                weight=_array(weight),
-                stride=layer.stride[0] if conv is nir.Conv1d else np.array(layer.stride),
-                padding=layer.padding[0] if conv is nir.Conv1d else np.array(layer.padding),
-                dilation=layer.dilation[0] if conv is nir.Conv1d else np.array(layer.dilation),
-                groups=layer.groups,
-                bias=_array(bias if bias is not None else torch.zeros(weight.shape[0])),
-                metadata=meta,
-            )
-        nodes[name] = node
-        order.append(name)
-        pending = None
-
-    layer_input: dict[str, tuple[int, ...]] = {}
-    for name, layer in layers:
-        if isinstance(layer, _SKIPPED):
-            continue
-        if isinstance(layer, nn.modules.batchnorm._BatchNorm):
-            if pending is None:
-                raise SpikepruneError(f"BatchNorm {name} does not follow a Conv/Linear layer; it cannot be folded")
-            pending = (pending[0], pending[1], *_fold_bn(pending[2], pending[3], layer))
-        elif isinstance(layer, _SYNAPSES):
-            flush()
-            layer_input[name] = shape
-            bias = layer.bias.detach() if layer.bias is not None else None
-            pending = (name, layer, layer.weight.detach(), bias)
-        elif isinstance(layer, nn.Flatten):
-            flush()
-            end = layer.end_dim - 1 if layer.end_dim >= 0 else layer.end_dim
-            nodes[name] = nir.Flatten(input_type={"input": np.array(shape)}, start_dim=layer.start_dim - 1, end_dim=end)
-            order.append(name)
-        elif isinstance(layer, SpikingNeuron):
-            flush()
-            nodes[name] = _neuron_node(name, layer, shapes[name], dt)
-            order.append(name)
-        else:
-            raise SpikepruneError(
-                f"layer {name} ({type(layer).__name__}) has no NIR equivalent; NIR export supports "
-                "Conv1d/Conv2d/Linear, BatchNorm (folded), Flatten, Dropout and LIF/PLIF/IF neurons (no max pooling)"
-            )
-        shape = shapes.get(name, shape)
-    flush()
-    nodes["output"] = nir.Output(output_type={"output": np.array(shape)})
-    order.append("output")
+    builder = _GraphBuilder(model, nm, dt)
+    builder.nodes["input"] = nir.Input(input_type={"input": np.array(model.input_shape)})
+    outputs = builder.emit("stem", model.stem, ["input"])
+    outputs = builder.emit("body", model.body, outputs)
+    shape = builder.shapes[id(model.body)][1]  # the body's per-sample output
+    builder.add("output", nir.Output(output_type={"output": np.array(shape)}), outputs)
     metadata = {
         "producer": f"spikeprune {spikeprune.__version__}",
         "dt": dt,
@@ -244,8 +315,10 @@ def export_nir(
         "threshold": "spike when the charged membrane is >= v_threshold",
         "initial_state": "v = v_leak (rest) at the start of every sample",
         "flatten": "start_dim/end_dim count per-sample dimensions (no batch dimension)",
+        "pooling": "max over spikes = SumPool2d then a memoryless LIF (tau = dt) at threshold 0.5; average = "
+        "SumPool2d with 1/area folded into the next synapse",
     }
-    graph = nir.NIRGraph(nodes=nodes, edges=list(zip(order, order[1:], strict=False)), metadata=metadata)
+    graph = nir.NIRGraph(nodes=builder.nodes, edges=builder.edges, metadata=metadata)
     if path is not None:
         path = Path(path)
         if not path.parent.is_dir():
@@ -341,6 +414,21 @@ def read_nir(graph_or_path, dt: float | None = None) -> nn.Module:
     if dt is None:
         dt = float((graph.metadata or {}).get("dt", DT)) if isinstance(graph.metadata, dict) else DT
     return nirtorch.nir_to_torch(graph, _node_map(dt))
+
+
+def batch_flatten(module: nn.Module) -> nn.Module:
+    """Make a module built by snnTorch's or Norse's NIR importer run on batches; returns it.
+
+    NIR's ``Flatten`` counts dimensions per sample (its type inference requires it, so our graphs
+    write ``start_dim=0``). snnTorch's ``import_from_nir`` and Norse's ``from_nir`` turn it into
+    ``torch.nn.Flatten(0)``, which also flattens the batch. This shifts every such layer past the
+    batch dimension. (:func:`read_nir` needs no fix.)
+    """
+    for layer in module.modules():
+        if isinstance(layer, nn.Flatten):
+            layer.start_dim += 1 if layer.start_dim >= 0 else 0
+            layer.end_dim += 1 if layer.end_dim >= 0 else 0
+    return module
 
 
 @torch.no_grad()
