@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from functools import partial
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file as safetensors_load
 from torch import nn
 from torch.utils.data import TensorDataset
 
@@ -228,3 +230,73 @@ def test_neurobench_figures_equal_the_profile_after_finalize(which):
     assert sparsity == pytest.approx(1.0 - totals["density"], abs=1e-12)
     assert sparsity == pytest.approx(0.6, abs=1e-3)
     assert neurobench.footprint(model) == totals["footprint_dense_bytes"]
+
+
+# ----------------------------------------------------------------------------------- weights that ship
+@pytest.mark.parametrize("nm", [False, True])
+def test_deploy_round_trip_in_both_encodings(nm, tmp_path):
+    from spikeprune import deploy
+
+    model = pruned("convnet6", (1, 12, 12), nm, width=1 / 8)
+    spec = {"model": "convnet6", "input_shape": (1, 12, 12), "num_classes": 10, "options": {"timesteps": T,
+            "width": 1 / 8}}  # fmt: skip
+    x = torch.rand(8, 1, 12, 12) * 3
+    with torch.no_grad():
+        expected = model(x)
+    sizes = {}
+    for encoding in ("safetensors", "compressed"):
+        path = tmp_path / f"{encoding}.safetensors"
+        sidecar = deploy.save(model, path, spec, encoding=encoding, nm=(2, 4) if nm else None)
+        assert masks_of(model)  # the model keeps its masks
+        loaded = deploy.load(path)
+        with torch.no_grad():
+            assert torch.equal(loaded(x), expected)
+        sizes[encoding] = path.stat().st_size
+        stored = {record["stored_as"] for record in sidecar["layers"].values()}
+        if encoding == "safetensors":
+            assert stored == {"dense"}
+            zeros = {n: (m.weight == 0) for n, m in prunable_layers(finalize(copy.deepcopy(model)))}
+            tensors = safetensors_load(path)
+            assert all(torch.equal(tensors[f"{n}.weight"] == 0, z) for n, z in zeros.items())  # exact zeros
+        else:
+            assert ("nm" if nm else "csr") in stored
+        layer = sidecar["layers"]["body.1.0"]
+        assert layer["pattern"] == ("N:M" if nm else "unstructured") and 0 < layer["density"] < 1
+        assert sidecar["timesteps"] == T and sidecar["neurons"]
+    assert sizes["compressed"] < 0.7 * sizes["safetensors"]
+
+
+def test_deploy_refuses_damaged_files(tmp_path):
+    from spikeprune import deploy
+
+    model = build_model("mlp", input_shape=(1, 8, 8), hidden=(16,), timesteps=2)
+    spec = {"model": "mlp", "input_shape": (1, 8, 8), "num_classes": 10, "options": {"timesteps": 2,
+            "hidden": [16]}}  # fmt: skip
+    path = tmp_path / "m.safetensors"
+    deploy.save(model, path, spec)
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(SpikepruneError, match="hash mismatch"):
+        deploy.load(path)
+    deploy.sidecar_path(path).unlink()
+    with pytest.raises(SpikepruneError, match="is missing"):
+        deploy.load(path)
+
+
+def test_cli_exports_weights_that_ship(tmp_path):
+    from spikeprune import deploy
+
+    run = tmp_path / "run"
+    settings = dict(dataset="digits", model="mlp", model_options={"hidden": [32]}, timesteps=2, epochs=1)
+    Trainer(make_config({**settings, "sparsity": "nm", "nm": "2:4", "progress": False}), run).fit()
+    reference = finalize(load_trained(run, device="cpu").model).eval()
+    x = torch.rand(16, 1, 8, 8)
+    for kind in ("safetensors", "compressed"):
+        command = [sys.executable, "-m", "spikeprune.cli", "export", "--checkpoint", str(run), "--format", kind]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        path = run / ("model.safetensors" if kind == "safetensors" else "model-compressed.safetensors")
+        assert path.is_file() and deploy.sidecar_path(path).is_file() and "2:4 N:M" in done.stdout
+        with torch.no_grad():
+            assert torch.equal(deploy.load(path)(x), reference(x))

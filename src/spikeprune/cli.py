@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import signal
 import sys
 import time
@@ -191,32 +192,58 @@ def prune(
     typer.echo(f"pruned run folder {out}")
 
 
+EXPORT_DEFAULTS = {"nir": "model.nir", "safetensors": "model.safetensors", "compressed": "model-compressed.safetensors"}
+
+
 @app.command()
 def export(
     checkpoint: Path = typer.Option(..., "--checkpoint", help="run folder written by 'spikeprune train' or 'prune'"),
-    format: str = typer.Option("nir", "--format", help="export format: nir"),
-    out: Path | None = typer.Option(None, "--out", help="file to write (default: <checkpoint>/model.nir)"),
+    format: str = typer.Option(
+        "nir",
+        "--format",
+        help="nir (neuromorphic toolchains), safetensors (dense weights, pruned ones exactly 0) or compressed "
+        "(CSR / N:M layouts); the last two write a JSON sidecar that spikeprune.deploy.load rebuilds from",
+    ),
+    out: Path | None = typer.Option(
+        None, "--out", help="file to write (default: <checkpoint>/model.nir, model.safetensors, ...)"
+    ),
 ) -> None:
-    """Export a run's model to NIR: masks folded (zeros in the weights), sparsity pattern in node metadata."""
-    from spikeprune.interop.nir import export_nir
+    """Export a run's final model: masks folded (pruned weights exactly 0), sparsity recorded per layer."""
     from spikeprune.sparsity.nm import parse_nm
     from spikeprune.train import load_trained
+    from spikeprune.train.trainer import model_spec
 
-    if format.lower() != "nir":
-        raise SpikepruneError(f"unknown export format {format!r}; choose nir")
+    kind = format.lower()
+    if kind not in EXPORT_DEFAULTS:
+        raise SpikepruneError(f"unknown export format {format!r}; choose one of {', '.join(EXPORT_DEFAULTS)}")
     trainer = load_trained(checkpoint, device="cpu")
     config = trainer.config
     pattern = config.nm if config.sparsity == "nm" else config.sparsity_options.get("nm")
-    out = out or Path(checkpoint) / "model.nir"
+    nm = parse_nm(pattern) if pattern else None
+    out = out or Path(checkpoint) / EXPORT_DEFAULTS[kind]
     if out.is_dir():
-        raise SpikepruneError(f"--out {out} is a folder; give the file to write, e.g. {out / 'model.nir'}")
-    with writing(out, "NIR file"):
-        graph = export_nir(trainer.model, out, nm=parse_nm(pattern) if pattern else None)
-    synapses = [node.metadata for node in graph.nodes.values() if node.metadata.get("weights")]
-    weights = sum(meta["weights"] for meta in synapses)
-    nonzeros = sum(meta["nonzeros"] for meta in synapses)
+        raise SpikepruneError(f"--out {out} is a folder; give the file to write, e.g. {out / EXPORT_DEFAULTS[kind]}")
+    if kind == "nir":
+        from spikeprune.interop.nir import export_nir
+
+        with writing(out, "NIR file"):
+            graph = export_nir(trainer.model, out, nm=nm)
+        records = [node.metadata for node in graph.nodes.values() if node.metadata.get("weights")]
+        weights = sum(meta["weights"] for meta in records)
+        nonzeros = sum(meta["nonzeros"] for meta in records)
+        detail = f"{len(graph.nodes)} NIR nodes"
+    else:
+        from spikeprune import deploy
+
+        spec = model_spec(config, getattr(trainer.train_set, "info", None))
+        with writing(out, "exported model"):
+            sidecar = deploy.save(trainer.model, out, spec, encoding=kind, nm=nm)
+        layers = sidecar["layers"].values()
+        weights = sum(math.prod(r["shape"]) for r in layers)
+        nonzeros = sum(r["nonzeros"] for r in layers)
+        detail = f"{out.stat().st_size:,} bytes, sidecar {deploy.sidecar_path(out).name}"
     typer.echo(
-        f"wrote {out}: {len(graph.nodes)} NIR nodes, {nonzeros}/{weights} synaptic weights non-zero "
+        f"wrote {out}: {detail}, {nonzeros}/{weights} synaptic weights non-zero "
         f"(density {nonzeros / max(weights, 1):.4f}){f', {pattern} N:M' if pattern else ''}"
     )
 

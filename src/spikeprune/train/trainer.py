@@ -115,6 +115,23 @@ def data_options(config: TrainConfig) -> dict[str, Any]:
     return options
 
 
+def model_spec(config: TrainConfig, info: Any = None) -> dict[str, Any]:
+    """What builds a run's model: ``build_model(spec["model"], spec["input_shape"], spec["num_classes"],
+    **spec["options"])``, from its config and the dataset's info (event data read with encoder 'frames')."""
+    options = config.model_kwargs()
+    if info is not None and info.event_frames and options.setdefault("encoder", "frames") != "frames":
+        raise SpikepruneError(
+            f"dataset {info.name!r} gives event frames [T, 2, H, W]; models read them with encoder "
+            f"'frames', not {options['encoder']!r}: remove 'encoder' from model_options"
+        )
+    return {
+        "model": config.model,
+        "input_shape": tuple(info.input_shape) if info is not None else None,
+        "num_classes": info.num_classes if info is not None else 10,
+        "options": options,
+    }
+
+
 def _batch_count(examples: int, batch_size: int) -> int:
     """Batches per rank; a trailing batch of one example is merged into the previous one."""
     count = math.ceil(examples / batch_size)
@@ -182,19 +199,8 @@ class Trainer:
         self.train_set, self.test_set = train_set, test_set
         if model is None:
             torch.manual_seed(config.seed)
-            info = getattr(train_set, "info", None)
-            kwargs = config.model_kwargs()
-            if info is not None and info.event_frames and kwargs.setdefault("encoder", "frames") != "frames":
-                raise SpikepruneError(
-                    f"dataset {info.name!r} gives event frames [T, 2, H, W]; models read them with encoder "
-                    f"'frames', not {kwargs['encoder']!r}: remove 'encoder' from model_options"
-                )
-            model = build_model(
-                config.model,
-                input_shape=info.input_shape if info else None,
-                num_classes=info.num_classes if info else 10,
-                **kwargs,
-            )
+            spec = model_spec(config, getattr(train_set, "info", None))
+            model = build_model(spec["model"], spec["input_shape"], spec["num_classes"], **spec["options"])
         masks: dict[str, Tensor] = {}
         if config.init_from is not None:
             path = Path(config.init_from)
