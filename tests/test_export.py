@@ -172,6 +172,16 @@ def test_every_builtin_model_exports_and_other_frameworks_read_it_on_a_batch(nam
         torch.testing.assert_close(_step(norse_module, x, T, stateful=True), expected, rtol=1e-5, atol=1e-5)
 
 
+def test_event_frame_models_export_one_frame_per_step():
+    model = pruned("vggsnn", (T, 2, 16, 16), nm=False, width=1 / 32, encoder="frames")
+    graph = export_nir(model)
+    assert list(graph.nodes["input"].input_type["input"]) == [2, 16, 16]
+    frames = (torch.rand(4, T, 2, 16, 16) < 0.3).float()  # dataset batches: [B, T, 2, H, W]
+    with torch.no_grad():
+        expected = model(frames)
+    torch.testing.assert_close(run_nir(read_nir(graph), frames.transpose(0, 1)), expected, rtol=1e-5, atol=1e-5)
+
+
 def test_nir_export_names_what_it_cannot_represent(tmp_path):
     from spikeprune.models import SNNOptions, SpikingNetwork
 

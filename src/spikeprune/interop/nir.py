@@ -300,7 +300,8 @@ def export_nir(
     _check_model(model)
     model = finalize(copy.deepcopy(model)).cpu().eval()
     builder = _GraphBuilder(model, nm, dt)
-    builder.nodes["input"] = nir.Input(input_type={"input": np.array(model.input_shape)})
+    step_shape = tuple(getattr(model, "step_shape", model.input_shape))  # event frames: one frame per step
+    builder.nodes["input"] = nir.Input(input_type={"input": np.array(step_shape)})
     outputs = builder.emit("stem", model.stem, ["input"])
     outputs = builder.emit("body", model.body, outputs)
     shape = builder.shapes[id(model.body)][1]  # the body's per-sample output
