@@ -78,6 +78,7 @@ SEEDS = (0, 1, 2, 3, 4)
 SCHEDULE = {"warmup_epochs": 0, "anneal_fraction": 0.0}
 COST_TOLERANCE = 0.02  # realized cost within 2% of the budget
 MAX_INFOBATCH_RATIO = 0.95  # survivors are weighted 1/(1 − r): at most 20; a budget that needs more is missed
+BELOW_MEAN_MAX = 0.9  # the largest fraction of examples below the mean loss (InfoBatch's droppable ones)
 SCORE_EXAMPLES = 512
 DRAWS = 2000
 SAMPLE_FRACTION = 0.5
@@ -155,7 +156,12 @@ def infobatch_target(workload: Workload, fraction: float, num_examples: int) -> 
     rest = fraction * workload.epochs * num_examples - num_examples
     if workload.epochs < 2 or rest <= 0:
         return None
-    return round(rest / (workload.epochs - 1))
+    target = round(rest / (workload.epochs - 1))
+    # at most the below-mean examples can be dropped, at the capped rate; below-mean fractions stay under
+    # BELOW_MEAN_MAX in every run we have seen, so a smaller epoch cannot be reached: do not spend the run
+    if target < num_examples * (1 - MAX_INFOBATCH_RATIO * BELOW_MEAN_MAX):
+        return None
+    return target
 
 
 def run_method(
