@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from spikeprune import deploy
-from spikeprune.sparsity.pipeline import prune_model
+from spikeprune.sparsity import prune_model
 from spikeprune.train.trainer import model_spec
 
 try:

@@ -38,8 +38,8 @@ from torch import nn
 
 from spikeprune.data import IndexedDataset
 from spikeprune.metrics import profile
+from spikeprune.sparsity import prune_model
 from spikeprune.sparsity.masks import finalize
-from spikeprune.sparsity.pipeline import prune_model
 from spikeprune.train import Trainer
 
 try:

@@ -27,8 +27,8 @@ from typing import Any
 import torch
 
 from spikeprune.inference import SparseRunner
+from spikeprune.sparsity import prune_model
 from spikeprune.sparsity.masks import finalize, prunable_layers
-from spikeprune.sparsity.pipeline import prune_model
 
 try:
     from harness import RESULTS, environment, write_results

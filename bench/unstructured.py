@@ -37,9 +37,8 @@ from torch import nn
 from spikeprune.data import IndexedDataset
 from spikeprune.errors import SpikepruneError
 from spikeprune.metrics import ProfileReport, profile
-from spikeprune.sparsity import prunable_layers
+from spikeprune.sparsity import prunable_layers, prune_model
 from spikeprune.sparsity.masks import attach_masks, finalize
-from spikeprune.sparsity.pipeline import prune_model
 from spikeprune.sparsity.slamp import temporal_factors
 from spikeprune.sparsity.unstructured import global_magnitude
 

@@ -47,8 +47,8 @@ from torch import nn
 
 from spikeprune.data import IndexedDataset, build_dataset
 from spikeprune.data.registry import clear_cache
+from spikeprune.sparsity import prune_model
 from spikeprune.sparsity.masks import FixedMasks, finalize
-from spikeprune.sparsity.pipeline import prune_model
 from spikeprune.train import Trainer, make_config
 from spikeprune.train.checkpoint import load_tensor_groups, save_tensor_groups
 from spikeprune.train.config import TrainConfig

@@ -19,9 +19,8 @@ from spikeprune.errors import SpikepruneError
 from spikeprune.interop import ForeignNeuron, FrameworkSurrogate, TimeSequential, TimeWrapper, adapt
 from spikeprune.metrics import effective_ops, profile
 from spikeprune.snn import LIF, ATan, SpikingNeuron
-from spikeprune.sparsity import FixedMasks, finalize
+from spikeprune.sparsity import FixedMasks, finalize, prune_model
 from spikeprune.sparsity.nm import validate_nm
-from spikeprune.sparsity.pipeline import prune_model
 from spikeprune.sparsity.spikenm import SpikeNM
 from spikeprune.train import Trainer, make_config
 

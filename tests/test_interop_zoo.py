@@ -20,9 +20,8 @@ from spikeprune.data import DatasetInfo, IndexedDataset
 from spikeprune.errors import SpikepruneError
 from spikeprune.interop import TimeFolded, TimeWrapper, adapt
 from spikeprune.metrics import profile
-from spikeprune.sparsity import FixedMasks, finalize
+from spikeprune.sparsity import FixedMasks, finalize, prune_model
 from spikeprune.sparsity.nm import validate_nm
-from spikeprune.sparsity.pipeline import prune_model
 from spikeprune.sparsity.spikenm import SpikeNM
 from spikeprune.train import Trainer, make_config
 

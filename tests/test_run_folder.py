@@ -363,13 +363,14 @@ CASES = {
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_mid_epoch_checkpoint_resumes_bit_identically(tmp_path, case):
-    from spikeprune.train.trainer import build_sparsifier
+    from spikeprune.sparsity import build_sparsifier
 
     config = make_config({**SMALL, **CASES[case], "model_options": {"hidden": [32]}, "checkpoint_every_steps": 1})
     reference = Trainer(config, tmp_path / "reference")
     reference.fit()
     run = tmp_path / "run"
-    crashing = Trainer(config, run, sparsifier=CrashAt(build_sparsifier(config, {}), step=17))  # inside epoch 2
+    inner = build_sparsifier(config.sparsity, nm=config.nm, method=config.nm_method, options=config.sparsity_options)
+    crashing = Trainer(config, run, sparsifier=CrashAt(inner, step=17))  # inside epoch 2
     with pytest.raises(RuntimeError, match="simulated crash"):
         crashing.fit()
     assert json.loads((run / "checkpoint.json").read_text())["meta"]["position"]["batches_done"] == 5

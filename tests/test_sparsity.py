@@ -15,6 +15,7 @@ from torch.nn.utils import prune
 
 from spikeprune.errors import SpikepruneError
 from spikeprune.models import build_model
+from spikeprune.prune_retrain import prune_run
 from spikeprune.sparsity import (
     CRITERIA,
     attach_masks,
@@ -27,7 +28,6 @@ from spikeprune.sparsity import (
     temporal_factors,
     uniform_plus,
 )
-from spikeprune.sparsity.pipeline import prune_run
 from spikeprune.train import Trainer, load_trained, make_config
 
 

@@ -166,7 +166,7 @@ def prune(
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Prune a trained run (unstructured), retrain with fixed masks, and write a new run with its profile."""
-    from spikeprune.sparsity.pipeline import prune_run
+    from spikeprune.prune_retrain import prune_run
 
     if (method.lower() == "nm-magnitude") != (nm is not None) or (nm is None and sparsity is None):
         raise SpikepruneError("give --sparsity S for unstructured methods, or --method nm-magnitude with --nm N:M")

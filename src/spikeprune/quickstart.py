@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from spikeprune.datapruning import PruningSchedule
-from spikeprune.sparsity.pipeline import prune_run
+from spikeprune.prune_retrain import prune_run
 from spikeprune.train import Trainer, make_config
 
 QUICKSTART = dict(

@@ -1,6 +1,7 @@
 """Weight sparsity: masks, unstructured criteria (SLAMP and baselines) and N:M (SpikeNM and baselines).
 
-The prune-and-retrain pipeline lives in :mod:`spikeprune.sparsity.pipeline` (import it directly).
+One-shot pruning of a model is :func:`prune_model`; the prune-and-retrain workflow behind
+``spikeprune prune`` is :mod:`spikeprune.prune_retrain`.
 """
 
 from spikeprune.sparsity.base import Sparsifier
@@ -15,15 +16,20 @@ from spikeprune.sparsity.masks import (
     prunable_layers,
     remove_mask,
 )
+from spikeprune.sparsity.oneshot import METHODS, UNSTRUCTURED_METHODS, prune_model, recalibrate_batchnorm
+from spikeprune.sparsity.registry import build_sparsifier
 from spikeprune.sparsity.slamp import slamp, temporal_factors
 from spikeprune.sparsity.unstructured import CRITERIA, erk, global_magnitude, lamp, lamp_scores, uniform, uniform_plus
 
 __all__ = [
     "CRITERIA",
+    "METHODS",
+    "UNSTRUCTURED_METHODS",
     "FixedMasks",
     "Sparsifier",
     "apply_mask",
     "attach_masks",
+    "build_sparsifier",
     "effective_weight",
     "erk",
     "finalize",
@@ -33,6 +39,8 @@ __all__ = [
     "lamp_scores",
     "masks_of",
     "prunable_layers",
+    "prune_model",
+    "recalibrate_batchnorm",
     "remove_mask",
     "slamp",
     "temporal_factors",

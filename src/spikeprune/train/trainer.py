@@ -33,10 +33,7 @@ from spikeprune.metrics import ProfileReport, profile
 from spikeprune.models import build_model
 from spikeprune.snn import set_surrogate_alpha
 from spikeprune.snn.surrogate import Surrogate
-from spikeprune.sparsity.base import Sparsifier
-from spikeprune.sparsity.masks import FixedMasks
-from spikeprune.sparsity.nm import SRSTE, parse_nm
-from spikeprune.sparsity.spikenm import SpikeNM
+from spikeprune.sparsity import Sparsifier, build_sparsifier
 from spikeprune.train.checkpoint import (
     checkpoint_files,
     has_checkpoint,
@@ -87,24 +84,6 @@ def lr_factor(step: int, total_steps: int, schedule: str) -> float:
     if schedule == "constant" or total_steps <= 1:
         return 1.0
     return 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
-
-
-def build_sparsifier(config: TrainConfig, masks: dict[str, Tensor]) -> Sparsifier:
-    """The sparsifier a config asks for (``masks`` come from ``init_from``)."""
-    if config.sparsity == "fixed":
-        if not masks:
-            raise SpikepruneError(
-                "sparsity='fixed' needs init_from: a file with the masks (written by 'spikeprune prune')"
-            )
-        return FixedMasks(masks)
-    if config.sparsity == "nm":
-        n, m = parse_nm(config.nm)
-        cls = SpikeNM if config.nm_method == "spikenm" else SRSTE
-        try:
-            return cls(n, m, **config.sparsity_options)
-        except TypeError as error:
-            raise SpikepruneError(f"bad sparsity_options for {config.nm_method}: {error}") from None
-    return Sparsifier()
 
 
 def data_options(config: TrainConfig) -> dict[str, Any]:
@@ -209,7 +188,9 @@ class Trainer:
             model.load_state_dict(initial["model"])
             masks = initial.get("mask", {})
         if sparsifier is None:
-            sparsifier = build_sparsifier(config, masks)
+            sparsifier = build_sparsifier(
+                config.sparsity, masks=masks, nm=config.nm, method=config.nm_method, options=config.sparsity_options
+            )
         self.model = model.to(self.device)
         if data_pruner is None:
             data_pruner = build_data_pruner(
