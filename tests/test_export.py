@@ -109,6 +109,7 @@ EVERY_MODEL = [
     ("vgg16", (3, 32, 32), {"width": 1 / 16}),
     ("resnet18", (3, 16, 16), {"width": 1 / 16}),
     ("resnet19", (3, 16, 16), {"width": 1 / 16}),
+    ("resnet34", (3, 32, 32), {"width": 1 / 16}),
 ]
 
 
@@ -167,7 +168,7 @@ def test_every_builtin_model_exports_and_other_frameworks_read_it_on_a_batch(nam
     torch.testing.assert_close(
         _step(batch_flatten(_norse_through_nirtorch(graph)), x, T, stateful=True), expected, rtol=1e-5, atol=1e-5
     )
-    if name not in ("scnn1d", "resnet18", "resnet19"):  # Norse's own from_nir: chains of Conv2d only
+    if name != "scnn1d" and not name.startswith("resnet"):  # Norse's own from_nir: chains of Conv2d only
         norse_module = batch_flatten(norse.from_nir(graph, dt=1e-4))
         torch.testing.assert_close(_step(norse_module, x, T, stateful=True), expected, rtol=1e-5, atol=1e-5)
 

@@ -8,7 +8,7 @@ from spikeprune.errors import SpikepruneError
 from spikeprune.models import build_model, list_models
 from spikeprune.snn import LatencyEncoder, PerStep, RateEncoder, TdBatchNorm
 
-DEEP = ("convnet6", "vggsnn", "vgg11", "vgg16", "resnet18", "resnet19")
+DEEP = ("convnet6", "vggsnn", "vgg11", "vgg16", "resnet18", "resnet19", "resnet34")
 
 
 @pytest.mark.parametrize("name", [info.name for info in list_models()])

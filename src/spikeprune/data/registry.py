@@ -41,7 +41,8 @@ __all__ = [
 
 
 class SplitTensors(NamedTuple):
-    """What a loader returns: float32 inputs [N, *input_shape] and int64 labels [N]."""
+    """What a loader returns: float32 inputs [N, *input_shape] and int64 labels [N]. (A loader of data that
+    does not fit in memory returns an object with ``datasets(info, seed, augment)`` instead.)"""
 
     train_x: Tensor
     train_y: Tensor
@@ -180,6 +181,8 @@ def build_dataset(
             splits = entry.load(folder, seed, **options)
             _CACHE[key] = splits
 
+    if hasattr(splits, "datasets"):  # a lazy dataset (image folders): files, decoded when fetched
+        return splits.datasets(entry.info, seed, augment)
     info = replace(entry.info, train_size=splits.train_y.shape[0], test_size=splits.test_y.shape[0])
     if entry.info.event_frames:  # T and the frame size follow the options
         info = replace(info, input_shape=tuple(splits.train_x.shape[1:]))

@@ -10,7 +10,8 @@
   size (e.g. 48×48 event frames) works.
 - ``resnet19`` follows Zheng et al. (AAAI 2021): a 128-channel stem, stages of 3/3/2 basic blocks with
   128/256/512 channels, a 256-unit spiking FC layer and the classifier. ``resnet18`` is the usual
-  CIFAR ResNet-18 (64–512 channels, 2/2/2/2 blocks). Blocks are spiking:
+  CIFAR ResNet-18 (64–512 channels, 2/2/2/2 blocks); ``resnet34`` the ImageNet ResNet-34 (3/4/6/3
+  blocks, a 7×7 stride-2 stem and a 2×2 max pool). Blocks are spiking:
   ``LIF(BN(conv(LIF(BN(conv(x))))) + shortcut(x))``.
 
 ``width`` scales every channel count and hidden FC size (``round(c·width)``, at least 1), so one
@@ -130,16 +131,23 @@ class SpikingResNet(SpikingNetwork):
         input_shape: tuple[int, ...] = (3, 32, 32),
         num_classes: int = 10,
         width: float = 1.0,
+        imagenet_stem: bool = False,
     ) -> None:
         super().__init__(options, input_shape, num_classes)
         width = check_width(width)
         widths = tuple(scaled(w, width) for w in widths)
         stem_width = scaled(stem_width, width)
         fc_hidden = scaled(fc_hidden, width) if fc_hidden else None
+        # CIFAR stem: 3x3 conv. ImageNet stem: 7x7 conv with stride 2, then a 2x2 max pool over the spikes
+        # (torchvision's 3x3 pool with padding has no exact NIR form; both halve the map)
+        kernel, stride = (7, 2) if imagenet_stem else (3, 1)
         self.stem = nn.Sequential(
-            nn.Conv2d(self.step_shape[0], stem_width, 3, padding=1, bias=False), options.batch_norm(stem_width, 2)
+            nn.Conv2d(self.step_shape[0], stem_width, kernel, stride=stride, padding=kernel // 2, bias=False),
+            options.batch_norm(stem_width, 2),
         )
         layers: list[nn.Module] = [options.neuron_module(stem_width)]
+        if imagenet_stem:
+            layers.append(PerStep(nn.MaxPool2d(2)))
         channels = stem_width
         for stage, (stage_width, count) in enumerate(zip(widths, blocks, strict=True)):
             for index in range(count):

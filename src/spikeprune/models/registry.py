@@ -76,6 +76,15 @@ def _resnet18(options: SNNOptions, input_shape, num_classes, width: float = 1.0)
     return SpikingResNet(options, (64, 128, 256, 512), (2, 2, 2, 2), 64, None, input_shape, num_classes, width)
 
 
+@_register(
+    "resnet34", "spiking ResNet-34 (ImageNet stem: 7x7/2 conv, 2x2 max pool; 3/4/6/3 blocks; `width`)", (3, 224, 224)
+)
+def _resnet34(options: SNNOptions, input_shape, num_classes, width: float = 1.0):
+    return SpikingResNet(
+        options, (64, 128, 256, 512), (3, 4, 6, 3), 64, None, input_shape, num_classes, width, imagenet_stem=True
+    )
+
+
 def list_models() -> list[ModelInfo]:
     return list(_MODELS.values())
 
