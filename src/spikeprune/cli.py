@@ -358,7 +358,10 @@ def main() -> None:
     try:
         code = app(standalone_mode=False)
     except SpikepruneError as error:
-        typer.echo(f"error: {error}", err=True)
+        message = str(error).strip()
+        if "\n" in message:  # raised in a DataLoader worker: torch wraps it with the worker's traceback
+            message = message.splitlines()[-1].split("SpikepruneError: ", 1)[-1]
+        typer.echo(f"error: {message}", err=True)
         sys.exit(2)
     except KeyboardInterrupt as stop:
         typer.echo(getattr(stop, "message", "interrupted"), err=True)
