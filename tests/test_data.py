@@ -140,9 +140,9 @@ def test_registry_lists_builtins() -> None:
 
 def test_unknown_dataset_lists_known_names() -> None:
     with pytest.raises(SpikepruneError) as err:
-        build_dataset("imagenet")
+        build_dataset("imagenet22k")
     message = str(err.value)
-    assert "imagenet" in message
+    assert "imagenet22k" in message
     for name in ("mnist5k", "mnist1d", "digits", "cifar10", "cifar100"):
         assert name in message
     with pytest.raises(SpikepruneError, match="known datasets"):

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 import torch
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -15,7 +16,7 @@ from torch.nn.utils import prune
 
 from spikeprune.errors import SpikepruneError
 from spikeprune.models import build_model
-from spikeprune.prune_retrain import prune_run
+from spikeprune.prune_retrain import load_prune_config, prune_run
 from spikeprune.sparsity import (
     CRITERIA,
     attach_masks,
@@ -195,3 +196,24 @@ def test_prune_cli_and_errors(dense_run, tmp_path):
         assert failed.returncode == 2 and needle in failed.stderr and "Traceback" not in failed.stderr
     with pytest.raises(SpikepruneError, match="not an empty folder"):
         prune_run(dense_run, out, method="lamp", sparsity=0.5)
+
+
+def test_prune_config_file_with_flag_overrides(dense_run, tmp_path):
+    recipe = tmp_path / "slamp.yaml"
+    recipe.write_text("method: lamp\nsparsity: 0.7\nfinetune_epochs: 1\nfinetune_lr: 0.001\n")
+    settings = load_prune_config(recipe, {"sparsity": 0.6, "rounds": None})
+    assert (settings.method, settings.sparsity, settings.finetune_lr, settings.rounds) == ("lamp", 0.6, 0.001, 1)
+    out = tmp_path / "from-config"
+    result = subprocess.run([sys.executable, "-m", "spikeprune.cli", "prune", "--checkpoint", str(dense_run),
+                             "--config", str(recipe), "--sparsity", "0.6", "--out", str(out)],
+                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["density"] == pytest.approx(0.4, abs=1e-3)
+    assert summary["pruning"]["finetune_lr"] == 0.001
+    assert yaml.safe_load((out / "config.yaml").read_text())["lr"] == 0.001
+    recipe.write_text("method: lamp\nsparsity: 0.7\nfine_tune_epochs: 1\n")
+    with pytest.raises(SpikepruneError, match="fine_tune_epochs"):
+        load_prune_config(recipe, {})
+    with pytest.raises(SpikepruneError, match="does not exist"):
+        load_prune_config(tmp_path / "missing.yaml", {})

@@ -105,7 +105,7 @@ def _cli(*args, cwd=None):
     [
         (["train", "--lr", "-1", "--no-progress"], "lr"),
         (["train", "--model", "transformer9000", "--dataset", "digits"], "unknown model"),
-        (["train", "--dataset", "imagenet"], "unknown dataset"),
+        (["train", "--dataset", "imagenet22k"], "unknown dataset"),
         (
             ["train", "--dataset", "cifar10", "--model", "vgg11", "--data-root", "/nonexistent/cifar"],
             "/nonexistent/cifar",

@@ -151,34 +151,55 @@ def profile(
 @app.command()
 def prune(
     checkpoint: Path = typer.Option(..., "--checkpoint", help="trained run folder to prune"),
-    method: str = typer.Option(..., help="slamp, lamp, global, uniform, uniform-plus, erk or nm-magnitude"),
-    sparsity: float | None = typer.Option(None, help="fraction of the pruned layers' weights set to zero, in [0, 1)"),
+    config: Path | None = typer.Option(
+        None, "--config", help="YAML with these settings (e.g. a recipe's *-slamp.yaml); flags override it"
+    ),
+    method: str | None = typer.Option(
+        None, help="slamp, lamp, global, uniform, uniform-plus, erk (unstructured), or nm-magnitude (one-shot N:M)"
+    ),
+    sparsity: float | None = typer.Option(
+        None, "--sparsity", help="unstructured methods: fraction of the pruned layers' weights set to zero, in [0, 1)"
+    ),
     nm: str | None = typer.Option(None, "--nm", help="N:M pattern for --method nm-magnitude, e.g. 2:4"),
-    finetune_epochs: int = typer.Option(0, "--finetune-epochs", help="retraining epochs with the masks fixed"),
-    rounds: int = typer.Option(1, help="iterative pruning: prune-retrain rounds (retraining epochs are split)"),
-    exclude_first: bool = typer.Option(False, "--exclude-first", help="keep the first layer dense"),
-    exclude_last: bool = typer.Option(False, "--exclude-last", help="keep the last layer dense"),
-    calibration: int = typer.Option(8, help="training batches for SLAMP's temporal factors and BN recalibration"),
-    slamp_p: float = typer.Option(2.0, "--slamp-p", help="SLAMP exponent p of the temporal factor (0 = LAMP)"),
-    recalibrate_bn: bool = typer.Option(True, "--recalibrate-bn/--no-recalibrate-bn"),
+    finetune_epochs: int | None = typer.Option(
+        None, "--finetune-epochs", help="retraining epochs with the masks fixed [default: 0]"
+    ),
+    finetune_lr: float | None = typer.Option(
+        None, "--finetune-lr", help="retraining learning rate [default: the run's]"
+    ),
+    rounds: int | None = typer.Option(None, help="iterative pruning: prune-retrain rounds [default: 1]"),
+    exclude_first: bool | None = typer.Option(
+        None, "--exclude-first/--include-first", help="keep the first layer dense"
+    ),
+    exclude_last: bool | None = typer.Option(None, "--exclude-last/--include-last", help="keep the last layer dense"),
+    calibration: int | None = typer.Option(
+        None, help="training batches for SLAMP's temporal factors and BN recalibration [default: 8]"
+    ),
+    slamp_p: float | None = typer.Option(None, "--slamp-p", help="SLAMP's exponent p (0 = LAMP) [default: 2]"),
+    recalibrate_bn: bool | None = typer.Option(
+        None,
+        "--recalibrate-bn/--no-recalibrate-bn",
+        help="re-estimate BatchNorm statistics after pruning [default: on]",
+    ),
     out: Path | None = typer.Option(None, "--out", help="new run folder (default: <checkpoint>-<method>-<sparsity>)"),
-    device: str = typer.Option("auto"),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N"),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="progress bar on a terminal"),
 ) -> None:
-    """Prune a trained run (unstructured), retrain with fixed masks, and write a new run with its profile."""
-    from spikeprune.prune_retrain import prune_run
+    """Prune a trained run (unstructured criteria, or one-shot N:M), retrain with the masks fixed, write a new run."""
+    from spikeprune.prune_retrain import load_prune_config, prune_run
 
-    if (method.lower() == "nm-magnitude") != (nm is not None) or (nm is None and sparsity is None):
-        raise SpikepruneError("give --sparsity S for unstructured methods, or --method nm-magnitude with --nm N:M")
-    level = nm.replace(":", "of") if nm is not None else f"{sparsity:g}"
-    out = out or Path(f"{str(checkpoint).rstrip('/')}-{method}-{level}")
+    settings = load_prune_config(
+        config,
+        dict(method=method.lower() if method else None, sparsity=sparsity, nm=nm, finetune_epochs=finetune_epochs,
+             finetune_lr=finetune_lr, rounds=rounds, exclude_first=exclude_first, exclude_last=exclude_last,
+             calibration=calibration, slamp_power=slamp_p, recalibrate_bn=recalibrate_bn),
+    )  # fmt: skip
+    level = settings.nm.replace(":", "of") if settings.nm is not None else f"{settings.sparsity:g}"
+    out = out or Path(f"{str(checkpoint).rstrip('/')}-{settings.method}-{level}")
+    values = settings.model_dump()
+    values["sparsity"] = values["sparsity"] or 0.0
     with _interruptible():
-        summary = prune_run(
-            checkpoint, out, method=method.lower(), sparsity=sparsity or 0.0, nm=nm, finetune_epochs=finetune_epochs,
-            rounds=rounds,
-            exclude_first=exclude_first, exclude_last=exclude_last, calibration=calibration, slamp_power=slamp_p,
-            recalibrate_bn=recalibrate_bn, device=device, progress=progress,
-        )  # fmt: skip
+        summary = prune_run(checkpoint, out, **values, device=device, progress=progress)
     stages = summary["pruning"]["stages"]
     before = stages["before"]
     for label, key in [("dense", "before"), ("after pruning", "after_prune"), ("after retraining", "after_retrain")]:

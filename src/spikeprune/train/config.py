@@ -98,7 +98,8 @@ class TrainConfig(BaseModel):
         return options
 
 
-def _describe(error: ValidationError) -> str:
+def describe_validation(error: ValidationError) -> str:
+    """A pydantic error as one line: each bad key, its value and what is wrong."""
     parts = []
     for item in error.errors():
         where = ".".join(str(p) for p in item["loc"]) or "config"
@@ -115,7 +116,7 @@ def make_config(values: dict[str, Any], source: str = "config") -> TrainConfig:
     try:
         return TrainConfig(**values)
     except ValidationError as error:
-        raise SpikepruneError(f"bad {source}: {_describe(error)}") from None
+        raise SpikepruneError(f"bad {source}: {describe_validation(error)}") from None
 
 
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
