@@ -50,6 +50,7 @@ def test_sparse_runner_gives_the_dense_models_outputs(name, shape, options, nm):
     runner = SparseRunner(model, threads=2)
     got = runner(x)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)  # same spikes; sums only in another order
+    torch.testing.assert_close(runner(x[:1]), got[:1], rtol=0, atol=0)  # one sample: the same kernels, no threads
     assert expected.std() > 0
     assert sum(runner.work().values()) < 0.6 * sum(m.weight.numel() for _, m in prunable_layers(model))
 

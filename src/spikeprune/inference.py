@@ -42,73 +42,127 @@ _KERNELS: dict[str, Any] = {}
 
 
 def _kernels() -> dict[str, Any]:
-    """Compile (once per process; cached on disk by numba) the scatter kernels."""
+    """Compile (once per process; cached on disk by numba) the kernels. Each runs all time steps of one
+    layer in one call (``x[t]`` for ``t < len(x)``), so Python dispatches once per layer, not per step."""
     if _KERNELS:
         return _KERNELS
     njit = _numba().njit
 
-    @njit(nogil=True, cache=True)
+    @njit(nogil=True, cache=True, error_model="numpy")
     def conv2d(x, out, ptr, targets, ky, kx, weights, sy, sx, py, px):  # pragma: no cover - compiled
-        channels, height, width = x.shape
-        rows, cols = out.shape[1], out.shape[2]
-        for c in range(channels):
-            start, end = ptr[c], ptr[c + 1]
-            if start == end:
-                continue
-            for y in range(height):
+        steps, channels, height, width = x.shape
+        outputs, rows, cols = out.shape[1], out.shape[2], out.shape[3]
+        kh, kw = ky.max() + 1 if len(ky) else 1, kx.max() + 1 if len(kx) else 1
+        # Stride 1 scatters into a zero-bordered buffer, so the inner loop has no bounds checks: input
+        # (y, z) under tap (dy, dz) lands on buffer row y + py + kh - 1 - dy, column z + px + kw - 1 - dz.
+        brows, bcols = height + py + kh - 1, width + px + kw - 1
+        unit = sy == 1 and sx == 1
+        buffer = np.zeros(outputs * brows * bcols if unit else 0, np.float32)
+        flat = np.empty(height * width, np.int64)
+        vs = np.empty(height * width, np.float32)
+        for t in range(steps):
+            if unit:
+                buffer[:] = 0.0
+            for c in range(channels):
+                start, end = ptr[c], ptr[c + 1]
+                if start == end:
+                    continue
+                active = 0  # gather this channel's active inputs once, then scatter each weight over them
+                plane = x[t, c]
+                for y in range(height):
+                    for z in range(width):
+                        if plane[y, z] != 0.0:
+                            flat[active], vs[active] = y * bcols + z, plane[y, z]
+                            active += 1
+                if active == 0:
+                    continue
+                if unit:
+                    for k in range(start, end):
+                        base = (targets[k] * brows + py + kh - 1 - ky[k]) * bcols + px + kw - 1 - kx[k]
+                        w = weights[k]
+                        for a in range(active):
+                            buffer[base + flat[a]] += w * vs[a]
+                    continue
+                for k in range(start, end):
+                    o, dy, dz, w = targets[k], ky[k], kx[k], weights[k]
+                    for a in range(active):
+                        ny, nz = flat[a] // bcols + py - dy, flat[a] % bcols + px - dz
+                        if ny >= 0 and nz >= 0 and ny % sy == 0 and nz % sx == 0:
+                            ny, nz = ny // sy, nz // sx
+                            if ny < rows and nz < cols:
+                                out[t, o, ny, nz] += w * vs[a]
+            if unit:
+                for o in range(outputs):
+                    for i in range(rows):
+                        row = (o * brows + i + kh - 1) * bcols + kw - 1
+                        for j in range(cols):
+                            out[t, o, i, j] += buffer[row + j]
+
+    @njit(nogil=True, cache=True, error_model="numpy")
+    def conv1d(x, out, ptr, targets, kx, weights, sx, px):  # pragma: no cover - compiled
+        steps, channels, width = x.shape
+        cols = out.shape[2]
+        for t in range(steps):
+            for c in range(channels):
+                start, end = ptr[c], ptr[c + 1]
                 for z in range(width):
-                    value = x[c, y, z]
+                    value = x[t, c, z]
                     if value == 0.0:
                         continue
                     for k in range(start, end):
-                        ny = y + py - ky[k]
                         nz = z + px - kx[k]
-                        if ny < 0 or nz < 0 or ny % sy != 0 or nz % sx != 0:
+                        if nz < 0 or nz % sx != 0:
                             continue
-                        i, j = ny // sy, nz // sx
-                        if i < rows and j < cols:
-                            out[targets[k], i, j] += weights[k] * value
+                        j = nz // sx
+                        if j < cols:
+                            out[t, targets[k], j] += weights[k] * value
 
-    @njit(nogil=True, cache=True)
-    def conv1d(x, out, ptr, targets, kx, weights, sx, px):  # pragma: no cover - compiled
-        channels, width = x.shape
-        cols = out.shape[1]
-        for c in range(channels):
-            start, end = ptr[c], ptr[c + 1]
-            for z in range(width):
-                value = x[c, z]
+    @njit(nogil=True, cache=True, error_model="numpy")
+    def linear(x, out, ptr, targets, weights):  # pragma: no cover - compiled
+        for t in range(x.shape[0]):
+            for j in range(x.shape[1]):
+                value = x[t, j]
                 if value == 0.0:
                     continue
-                for k in range(start, end):
-                    nz = z + px - kx[k]
-                    if nz < 0 or nz % sx != 0:
-                        continue
-                    j = nz // sx
-                    if j < cols:
-                        out[targets[k], j] += weights[k] * value
+                for k in range(ptr[j], ptr[j + 1]):
+                    out[t, targets[k]] += weights[k] * value
 
-    @njit(nogil=True, cache=True)
-    def linear(x, out, ptr, targets, weights):  # pragma: no cover - compiled
-        for j in range(x.shape[0]):
-            value = x[j]
-            if value == 0.0:
-                continue
-            for k in range(ptr[j], ptr[j + 1]):
-                out[targets[k]] += weights[k] * value
-
-    @njit(nogil=True, cache=True)
+    @njit(nogil=True, cache=True, error_model="numpy")
     def sum_pool(x, out, ky, kx, sy, sx):  # pragma: no cover - compiled
-        channels, rows, cols = out.shape
-        for c in range(channels):
-            for i in range(rows):
-                for j in range(cols):
-                    total = 0.0
-                    for a in range(ky):
-                        for b in range(kx):
-                            total += x[c, i * sy + a, j * sx + b]
-                    out[c, i, j] = total
+        steps, channels, rows, cols = out.shape
+        for t in range(steps):
+            for c in range(channels):
+                source, target = x[t, c], out[t, c]
+                if ky == 2 and kx == 2 and sy == 2 and sx == 2:  # the common case, unrolled
+                    for i in range(rows):
+                        for j in range(cols):
+                            target[i, j] = (
+                                source[2 * i, 2 * j] + source[2 * i, 2 * j + 1]
+                                + source[2 * i + 1, 2 * j] + source[2 * i + 1, 2 * j + 1]
+                            )  # fmt: skip
+                    continue
+                for i in range(rows):
+                    for j in range(cols):
+                        total = 0.0
+                        for a in range(ky):
+                            for b in range(kx):
+                                total += source[i * sy + a, j * sx + b]
+                        target[i, j] = total
 
-    _KERNELS.update(conv2d=conv2d, conv1d=conv1d, linear=linear, sum_pool=sum_pool)
+    @njit(nogil=True, cache=True, error_model="numpy")
+    def neuron(x, out, gain, input_gain, v_leak, threshold, v_reset):  # pragma: no cover - compiled
+        steps, size = out.shape
+        v = v_leak.copy()
+        for t in range(steps):
+            row = x[t if x.shape[0] > 1 else 0]  # a static input drives every step
+            for n in range(size):
+                h = v[n] + gain[n] * (v_leak[n] - v[n]) + input_gain[n] * row[n]
+                if h >= threshold[n]:
+                    out[t, n], v[n] = 1.0, v_reset[n]
+                else:
+                    out[t, n], v[n] = 0.0, h
+
+    _KERNELS.update(conv2d=conv2d, conv1d=conv1d, linear=linear, sum_pool=sum_pool, neuron=neuron)
     return _KERNELS
 
 
@@ -158,7 +212,8 @@ class _Synapse:
         return (self.out_dim, *spatial)
 
     def run(self, x: np.ndarray, out: np.ndarray) -> None:
-        out[...] = self.bias.reshape(-1, *([1] * (out.ndim - 1)))
+        """``x[t]`` → ``out[t]`` for every step ``t`` in ``x``."""
+        out[...] = self.bias.reshape(-1, *([1] * (out.ndim - 2)))
         kernels = _kernels()
         if self.kind == "linear":
             kernels["linear"](x, out, *self.tables)
@@ -169,29 +224,25 @@ class _Synapse:
 
 
 class _Neuron:
-    """The constants of a NIR LIF/IF node's forward-Euler step (what ``read_nir`` runs), hard reset;
-    the membranes live with each sample."""
+    """A NIR LIF/IF node's forward-Euler step (what ``read_nir`` runs), hard reset, its constants
+    spread over the layer's neurons; the membranes live inside one call, for one sample."""
 
-    def __init__(self, node, dt: float) -> None:
+    def __init__(self, node, dt: float, shape: tuple[int, ...]) -> None:
         r = np.asarray(node.r, dtype=np.float64)
         if hasattr(node, "tau"):
             gain = dt / np.asarray(node.tau, dtype=np.float64)
-            self.gain, self.input_gain = gain.astype(np.float32), (gain * r).astype(np.float32)
-            self.v_leak = np.asarray(node.v_leak, dtype=np.float32)
+            gain, input_gain, v_leak = gain, gain * r, np.asarray(node.v_leak, dtype=np.float64)
         else:
-            self.gain = np.zeros_like(r, dtype=np.float32)
-            self.input_gain = (r * dt).astype(np.float32)
-            self.v_leak = np.zeros_like(r, dtype=np.float32)
-        self.threshold = np.asarray(node.v_threshold, dtype=np.float32)
-        self.v_reset = np.asarray(node.v_reset, dtype=np.float32)
+            gain, input_gain, v_leak = np.zeros_like(r), r * dt, np.zeros_like(r)
+        constants = (gain, input_gain, v_leak, np.asarray(node.v_threshold), np.asarray(node.v_reset))
+        self.constants = tuple(
+            np.ascontiguousarray(np.broadcast_to(np.asarray(c, dtype=np.float32), shape).ravel()) for c in constants
+        )
 
-    def step(self, v: np.ndarray | None, x: np.ndarray, out: np.ndarray) -> np.ndarray:
-        """Spikes into ``out``; returns the membrane after the step."""
-        v = self.v_leak if v is None else v
-        h = v + self.gain * (self.v_leak - v) + self.input_gain * x
-        spikes = h >= self.threshold
-        out[...] = spikes
-        return np.where(spikes, self.v_reset, h)
+    def run(self, x: np.ndarray, out: np.ndarray) -> None:
+        """Spikes of every step into ``out``; a static ``x`` (one step) drives them all."""
+        steps = len(out)
+        _kernels()["neuron"](x.reshape(len(x), -1), out.reshape(steps, -1), *self.constants)
 
 
 class _SumPool:
@@ -225,6 +276,7 @@ class SparseRunner:
         self.timesteps = int(model.timesteps)
         self.input_shape = tuple(model.step_shape)
         self.threads = threads or torch.get_num_threads()
+        self._executor: ThreadPoolExecutor | None = None  # started on first use, kept for the runner's life
         graph = export_nir(model)
         dt = float(graph.metadata["dt"])
         self.sources: dict[str, list[str]] = {}
@@ -246,7 +298,7 @@ class SparseRunner:
             elif isinstance(node, nir.Conv1d):
                 op = _Synapse(node, "conv1d")
             elif isinstance(node, (nir.LIF, nir.IF)):
-                op = _Neuron(node, dt)
+                op = _Neuron(node, dt, in_shape)
             elif isinstance(node, nir.SumPool2d):
                 op = _SumPool(node)
             elif isinstance(node, (nir.Flatten, nir.Output)):
@@ -279,29 +331,22 @@ class SparseRunner:
         return order
 
     def _sample(self, x: np.ndarray) -> np.ndarray:
-        """Logits of one sample: T steps, mean of the output node."""
-        values: dict[str, np.ndarray] = {}
-        membranes: dict[str, np.ndarray | None] = dict.fromkeys(self.nodes)  # this sample's neuron states
-        total = None
-        for step in range(self.timesteps):
-            values["input"] = x[step] if self.frames else x
-            for name in self.order[1:]:
-                if step > 0 and name in self.static:
-                    continue
-                inputs = self.sources[name]
-                source = values[inputs[0]] if len(inputs) == 1 else sum(values[s] for s in inputs)
-                op = self.nodes[name]
-                if op is None:
-                    values[name] = source.reshape(self.shapes[name])
-                    continue
-                out = np.empty(self.shapes[name], dtype=np.float32)
-                if isinstance(op, _Neuron):
-                    membranes[name] = op.step(membranes[name], source, out)
-                else:
-                    op.run(np.ascontiguousarray(source, dtype=np.float32), out)
-                values[name] = out
-            step_out = values["output"]
-            total = step_out.astype(np.float64) if total is None else total + step_out
+        """Logits of one sample: the mean over T steps of the output node. The graph is feed-forward, so
+        each node runs all its steps at once (``[T, ...]``; ``[1, ...]`` for a static node)."""
+        values: dict[str, np.ndarray] = {"input": x if self.frames else x[None]}
+        for name in self.order[1:]:
+            inputs = self.sources[name]
+            source = values[inputs[0]] if len(inputs) == 1 else sum(values[s] for s in inputs)
+            op = self.nodes[name]
+            if op is None:
+                values[name] = source.reshape(len(source), *self.shapes[name])
+                continue
+            steps = 1 if name in self.static else self.timesteps
+            out = np.empty((steps, *self.shapes[name]), dtype=np.float32)
+            op.run(np.ascontiguousarray(source, dtype=np.float32), out)
+            values[name] = out
+        output = values["output"].astype(np.float64)
+        total = output[0] * self.timesteps if len(output) == 1 else output.sum(0)
         return (total / self.timesteps).astype(np.float32)
 
     def __call__(self, x: Tensor) -> Tensor:
@@ -310,12 +355,16 @@ class SparseRunner:
         expected = len(self.input_shape) + (2 if self.frames else 1)
         if batch.ndim != expected:
             raise SpikepruneError(f"sparse inference expects input with {expected} dimensions, got {tuple(x.shape)}")
-        if self.threads > 1 and len(batch) > 1:
-            with ThreadPoolExecutor(max_workers=self.threads) as pool:
-                rows = list(pool.map(self._sample, batch))
+        if self.threads > 1 and len(batch) > 1:  # samples spread over threads; one sample runs on one
+            rows = list(self._pool().map(self._sample, batch))  # (splitting its steps was slower: hand-offs)
         else:
             rows = [self._sample(sample) for sample in batch]
         return torch.from_numpy(np.stack(rows))
+
+    def _pool(self) -> ThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=self.threads)
+        return self._executor
 
     def work(self) -> dict[str, int]:
         """Non-zero weights kept per synapse (what the kernels iterate over, per active input)."""
