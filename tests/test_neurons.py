@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from spikeprune.errors import SpikepruneError
-from spikeprune.snn import IF, LIF, PLIF, ATan, MembraneBatchNorm, Sigmoid, Triangle, build_neuron
+from spikeprune.snn import IF, LIF, PLIF, ATan, MembraneBatchNorm, Sigmoid, Triangle, build_neuron, kernels
 
 CASES = list(
     itertools.product(
@@ -25,11 +25,14 @@ def _pair(cls, v_reset, detach, decay_input, surrogate, learnable):
     return fused, loop
 
 
+@pytest.mark.parametrize("size", ["small", "large"])
 @pytest.mark.parametrize("cls,v_reset,detach,decay_input,surrogate,learnable", CASES)
-def test_fused_equals_loop(cls, v_reset, detach, decay_input, surrogate, learnable):
+def test_fused_equals_loop(cls, v_reset, detach, decay_input, surrogate, learnable, size):
+    """Small inputs take the tensor path; large ones the compiled kernels where they apply."""
     torch.manual_seed(len(str((cls, v_reset, detach, decay_input, surrogate, learnable))))
     fused, loop = _pair(cls, v_reset, detach, decay_input, surrogate, learnable)
-    x1 = (torch.randn(6, 3, 5, 4) * 1.5 + 0.5).requires_grad_()
+    shape = (6, 3, 5, 4) if size == "small" else (6, 3, 40, 30)
+    x1 = (torch.randn(shape) * 1.5 + 0.5).requires_grad_()
     x2 = x1.detach().clone().requires_grad_()
     s1, s2 = fused(x1), loop(x2)
     assert torch.equal(s1, s2)
@@ -40,6 +43,22 @@ def test_fused_equals_loop(cls, v_reset, detach, decay_input, surrogate, learnab
     torch.testing.assert_close(x1.grad, x2.grad, atol=1e-5, rtol=1e-5)
     for p1, p2 in zip(fused.parameters(), loop.parameters(), strict=True):
         torch.testing.assert_close(p1.grad, p2.grad, atol=1e-4, rtol=1e-4)
+
+
+def test_the_compiled_kernels_run_where_they_apply(monkeypatch):
+    pytest.importorskip("numba")
+    calls = []
+    forward = kernels.forward
+    monkeypatch.setattr(kernels, "forward", lambda *args: calls.append(1) or forward(*args))
+    x = torch.randn(4, 2, 64, 32)
+    spikes = LIF()(x)
+    assert calls == [1]
+    torch.testing.assert_close(spikes, LIF(backend="fused-torch")(x), rtol=0, atol=0)
+    for neuron in (PLIF(), LIF(surrogate=ATan(learnable=True)), LIF(backend="fused-torch")):
+        neuron(x)  # learned leak or sharpness, or the tensor path asked for
+    LIF()(x[:, :, :2, :2])  # too small to be worth it
+    LIF()(x.double())
+    assert calls == [1]
 
 
 def test_gradient_reaches_learned_parameters():

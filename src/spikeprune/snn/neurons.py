@@ -13,10 +13,11 @@ so no ``reset_net`` can be forgotten.
 
 The default ``fused`` backend runs the whole time loop inside one autograd node. Forward keeps only
 the charged membrane ``h`` (one tensor the size of the input); backward recomputes spikes and
-surrogate derivatives from it for all steps at once and leaves a single fused multiply-add per step
-in the reverse recurrence. The ``loop`` backend builds the same computation step by step with
-autograd; it is the reference the tests compare against and is used when a membrane norm (MPBN)
-sits inside the loop.
+surrogate derivatives from it. On CPU (float32, fixed leak and sharpness) compiled kernels
+(:mod:`spikeprune.snn.kernels`) do each direction in one pass over memory; elsewhere, or with
+``fused-torch``, a tensor path does it with a few PyTorch kernels per step. The ``loop`` backend
+builds the same computation step by step with autograd; it is the reference the tests compare
+against and is used when a membrane norm (MPBN) sits inside the loop.
 """
 
 from __future__ import annotations
@@ -28,9 +29,10 @@ import torch
 from torch import Tensor, nn
 
 from spikeprune.errors import SpikepruneError
+from spikeprune.snn import kernels
 from spikeprune.snn.surrogate import ATan, Surrogate
 
-BACKENDS = ("fused", "loop")
+BACKENDS = ("fused", "fused-torch", "loop")
 
 
 @dataclass(frozen=True)
@@ -81,8 +83,15 @@ class _FusedNeuron(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, k: Tensor | float, alpha: Tensor, dyn: _Dynamics, surrogate: Surrogate):
+    def forward(ctx, x: Tensor, k: Tensor | float, alpha: Tensor, dyn: _Dynamics, surrogate: Surrogate, compiled: bool):
         k_value = k.detach() if isinstance(k, Tensor) else k
+        ctx.compiled = compiled and kernels.usable(x, k, ctx.needs_input_grad[1], ctx.needs_input_grad[2], surrogate)
+        if ctx.compiled:
+            s_seq, h_seq = kernels.forward(x, k_value, dyn)
+            ctx.save_for_backward(h_seq, None)
+            ctx.k_value, ctx.dyn, ctx.surrogate = k_value, dyn, surrogate
+            ctx.mark_non_differentiable(h_seq)
+            return s_seq, h_seq
         h_seq = torch.empty_like(x, memory_format=torch.contiguous_format)
         s_seq = torch.empty_like(h_seq)
         v: Tensor | float = dyn.v_rest
@@ -104,6 +113,9 @@ class _FusedNeuron(torch.autograd.Function):
         surrogate: Surrogate = ctx.surrogate
         if grad_s is None:
             grad_s = torch.zeros_like(h_seq)
+        if ctx.compiled:
+            grad_x = kernels.backward(h_seq, grad_s, k, dyn, surrogate, float(surrogate.alpha))
+            return grad_x, None, None, None, None, None
         decay = 1.0 if dyn.integrate_only else 1.0 - k
         scale_x = dyn.decay_input and not dyn.integrate_only
         need_k = ctx.needs_input_grad[1] and k_tensor is not None
@@ -156,7 +168,7 @@ class _FusedNeuron(torch.autograd.Function):
                 dv_ds = -dyn.threshold if dyn.v_reset is None else dyn.v_reset - h_seq
                 g_spike += g_v * dv_ds
             grad_alpha = (g_spike * surrogate.alpha_derivative(h_seq - dyn.threshold)).sum().reshape(())
-        return grad_x, grad_k, grad_alpha, None, None
+        return grad_x, grad_k, grad_alpha, None, None, None
 
 
 class SpikingNeuron(nn.Module):
@@ -169,7 +181,8 @@ class SpikingNeuron(nn.Module):
         surrogate: surrogate-gradient module (default ``ATan()``).
         norm: optional membrane norm applied to ``h_t`` before the threshold (MPBN); forces the
             ``loop`` backend.
-        backend: ``fused`` (default, fast) or ``loop`` (step-by-step autograd reference).
+        backend: ``fused`` (default: the compiled CPU kernels where they apply, else the tensor
+            path), ``fused-torch`` (always the tensor path) or ``loop`` (step-by-step autograd reference).
     """
 
     def __init__(
@@ -225,10 +238,15 @@ class SpikingNeuron(nn.Module):
             raise SpikepruneError(
                 f"{type(self).__name__} expects a time-first tensor [T, B, ...], got shape {tuple(x_seq.shape)}"
             )
-        if self.backend == "fused" and self.norm is None and not self.output_membrane:
+        if self.backend != "loop" and self.norm is None and not self.output_membrane:
             k = self.leak()
             spikes, membrane = _FusedNeuron.apply(
-                x_seq, 0.0 if k is None else k, self.surrogate.alpha, self._dynamics(), self.surrogate
+                x_seq,
+                0.0 if k is None else k,
+                self.surrogate.alpha,
+                self._dynamics(),
+                self.surrogate,
+                self.backend == "fused",
             )
         else:
             spikes, membrane = self._loop(x_seq)
