@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from spikeprune.errors import SpikepruneError
+from spikeprune.models.base import is_recomputing
 from spikeprune.snn.neurons import SpikingNeuron
 
 SYNAPSES = (nn.Linear, nn.Conv1d, nn.Conv2d)
@@ -116,8 +117,8 @@ class SpikeProbe:
     # ------------------------------------------------------------------------- hooks
     def _timed(hook):
         def wrapper(self, module, inputs, output):
-            if not torch.is_grad_enabled():
-                return  # evaluation passes are not scored
+            if not torch.is_grad_enabled() or is_recomputing():
+                return  # evaluation passes are not scored; a checkpointed block's second forward was
             started = time.perf_counter()
             with torch.no_grad():
                 hook(self, module, inputs, output)

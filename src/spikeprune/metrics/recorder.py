@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from spikeprune.errors import SpikepruneError
 from spikeprune.metrics.synops import OpCounts, _count_tensor, synaptic_layers
+from spikeprune.models.base import is_recomputing
 from spikeprune.snn.neurons import SpikingNeuron
 
 
@@ -81,8 +82,8 @@ class ActivityRecorder:
     # --- hooks --------------------------------------------------------------------------------
     def _layer_hook(self, name: str):
         def hook(module: nn.Module, inputs: tuple, output: Tensor) -> None:
-            if not inputs or not isinstance(inputs[0], Tensor):
-                return
+            if not inputs or not isinstance(inputs[0], Tensor) or is_recomputing():
+                return  # a checkpointed block's second forward is not another sample
             counts = _count_tensor(module, inputs[0])
             total = self._layer_sums[name]
             self._layer_sums[name] = counts if total is None else total + counts.to(total.device)
@@ -92,7 +93,7 @@ class ActivityRecorder:
 
     def _neuron_hook(self, name: str):
         def hook(module: nn.Module, inputs: tuple, output: Tensor) -> None:
-            if not isinstance(output, Tensor) or output.dim() < 2:
+            if not isinstance(output, Tensor) or output.dim() < 2 or is_recomputing():
                 return
             with torch.no_grad():
                 spikes = torch.count_nonzero(output).reshape(1)

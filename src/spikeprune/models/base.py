@@ -15,15 +15,59 @@ so they run once on ``[B, ...]`` and the result is repeated over T (T times less
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from spikeprune.errors import SpikepruneError
 from spikeprune.snn import MembraneBatchNorm, SpikingNeuron, build_encoder, build_neuron, build_surrogate
 
 NORMS = ("tdbn", "mpbn", "none")
+_RECOMPUTE = threading.local()
+
+
+def is_recomputing() -> bool:
+    """True inside activation checkpointing's second forward: hooks that record should skip it."""
+    return getattr(_RECOMPUTE, "depth", 0) > 0
+
+
+@contextlib.contextmanager
+def _recomputing(segment: nn.Sequential):
+    """Around a checkpointed segment's recomputation: BatchNorm running statistics are put back
+    afterwards (the first forward already updated them), and :func:`is_recomputing` is true."""
+    norms = [m for m in segment.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [{k: v.clone() for k, v in m.named_buffers(recurse=False) if v is not None} for m in norms]
+    _RECOMPUTE.depth = getattr(_RECOMPUTE, "depth", 0) + 1
+    try:
+        yield
+    finally:
+        _RECOMPUTE.depth -= 1
+        with torch.no_grad():
+            for module, buffers in zip(norms, saved, strict=True):
+                for name, value in buffers.items():
+                    getattr(module, name).copy_(value)
+
+
+def checkpoint_segments(body: nn.Sequential) -> list[nn.Sequential]:
+    """The body cut after every child that is or holds a spiking neuron: each segment's input is the
+    only tensor kept for backward (spikes, mostly), everything inside is recomputed."""
+    segments, current = [], []
+    for child in body:
+        current.append(child)
+        if any(isinstance(m, SpikingNeuron) for m in child.modules()):
+            segments.append(nn.Sequential(*current))
+            current = []
+    if current:
+        segments.append(nn.Sequential(*current))
+    return segments
+
+
+def _run_segment(segment: nn.Sequential, y: Tensor) -> Tensor:
+    return segment(y)
 
 
 @dataclass(frozen=True)
@@ -43,6 +87,7 @@ class SNNOptions:
     tdbn_alpha: float = 1.0
     encoder: str = "direct"
     backend: str = "fused"
+    checkpoint_activations: bool = False  # recompute each block's activations in backward (memory for time)
 
     def __post_init__(self) -> None:
         if self.norm not in NORMS:
@@ -125,7 +170,19 @@ class SpikingNetwork(nn.Module):
                 f"{type(self).__name__} expects input [B, {', '.join(map(str, self.input_shape))}]{sequence}, "
                 f"got shape {tuple(x.shape)}"
             )
-        return self.body(y).mean(0)
+        return self._body(y).mean(0)
+
+    def _body(self, y: Tensor) -> Tensor:
+        if not (
+            self.options.checkpoint_activations and torch.is_grad_enabled() and isinstance(self.body, nn.Sequential)
+        ):
+            return self.body(y)
+        for segment in checkpoint_segments(self.body):
+            y = checkpoint(
+                _run_segment, segment, y, use_reentrant=False,
+                context_fn=lambda segment=segment: (contextlib.nullcontext(), _recomputing(segment)),
+            )  # fmt: skip
+        return y
 
     def _stem_per_step(self, x_seq: Tensor) -> Tensor:
         t, b = x_seq.shape[:2]

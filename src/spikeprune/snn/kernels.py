@@ -24,6 +24,7 @@ from torch import Tensor
 
 SURROGATE_CODES = {"ATan": 0, "Sigmoid": 1, "Triangle": 2}
 CHUNK = 2048  # neurons per task: the state of a chunk stays in L1
+PARALLEL = 1 << 18  # elements from which a call is spread over threads (below, waking them costs more)
 
 _KERNELS: dict[str, Any] = {}
 
@@ -36,9 +37,8 @@ def _compile() -> dict[str, Any] | None:
     except ImportError:
         return None
     njit, prange = numba.njit, numba.prange
-    options = dict(parallel=True, nogil=True, cache=True, error_model="numpy")
+    options = dict(nogil=True, cache=True, error_model="numpy")
 
-    @njit(**options)
     def forward(x, spikes, h_out, k, threshold, v_rest, v_reset, mode, soft):  # pragma: no cover - compiled
         # mode 0: h = v + k·(x − (v − v_r)); 1: h = v − k·(v − v_r) + x; 2 (IF): h = v + x
         steps, size = x.shape
@@ -63,7 +63,6 @@ def _compile() -> dict[str, Any] | None:
                     else:
                         v[i] = v_reset if fired else h
 
-    @njit(**options)
     def backward(  # pragma: no cover - compiled
         h_seq, grad_s, grad_x, k, decay, threshold, v_reset, soft, detach, scale_x, code, a, c1, c2
     ):
@@ -116,7 +115,9 @@ def _compile() -> dict[str, Any] | None:
                     for i in range(count):
                         gx[i] = nxt[i]
 
-    _KERNELS.update(forward=forward, backward=backward)
+    for name, function in (("forward", forward), ("backward", backward)):
+        _KERNELS[name] = njit(**options)(function)
+        _KERNELS[name + "_parallel"] = njit(parallel=True, **options)(function)
     return _KERNELS
 
 
@@ -134,30 +135,34 @@ def usable(x: Tensor, k: Tensor | float, needs_k: bool, needs_alpha: bool, surro
     )
 
 
-def _threads() -> None:
+def _kernel(name: str, elements: int):
+    """The serial kernel, or the threaded one (as many threads as torch uses) for large calls."""
     import numba
 
-    numba.set_num_threads(min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+    threads = min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)
+    if threads < 2 or elements < PARALLEL:
+        return _KERNELS[name]
+    numba.set_num_threads(threads)
+    return _KERNELS[name + "_parallel"]
 
 
 def forward(x: Tensor, k: float, dyn) -> tuple[Tensor, Tensor]:
     """Spikes and charged membranes ``[T, ...]`` of one call."""
-    kernels = _compile()
-    _threads()
+    _compile()
     flat = x.detach().contiguous().reshape(x.shape[0], -1)
     spikes, h_seq = torch.empty_like(flat), torch.empty_like(flat)
     mode = 2 if dyn.integrate_only else (0 if dyn.decay_input else 1)
     v_reset = 0.0 if dyn.v_reset is None else dyn.v_reset
     f32 = np.float32
-    kernels["forward"](flat.numpy(), spikes.numpy(), h_seq.numpy(), f32(k), f32(dyn.threshold), f32(dyn.v_rest),
-                       f32(v_reset), mode, dyn.v_reset is None)  # fmt: skip
+    kernel = _kernel("forward", flat.numel())
+    kernel(flat.numpy(), spikes.numpy(), h_seq.numpy(), f32(k), f32(dyn.threshold), f32(dyn.v_rest), f32(v_reset),
+           mode, dyn.v_reset is None)  # fmt: skip
     return spikes.reshape(x.shape), h_seq.reshape(x.shape)
 
 
 def backward(h_seq: Tensor, grad_s: Tensor, k: float, dyn, surrogate: object, alpha: float) -> Tensor:
     """The input gradient, from the saved membranes and the spikes' gradient."""
-    kernels = _compile()
-    _threads()
+    _compile()
     flat_h = h_seq.reshape(h_seq.shape[0], -1)
     flat_g = grad_s.contiguous().reshape(flat_h.shape)
     grad_x = torch.empty_like(flat_h)
@@ -167,7 +172,7 @@ def backward(h_seq: Tensor, grad_s: Tensor, k: float, dyn, surrogate: object, al
     decay = 1.0 if dyn.integrate_only else 1.0 - k
     scale_x = dyn.decay_input and not dyn.integrate_only
     v_reset = 0.0 if dyn.v_reset is None else dyn.v_reset
-    kernels["backward"](flat_h.numpy(), flat_g.numpy(), grad_x.numpy(), f32(k), f32(decay), f32(dyn.threshold),
-                        f32(v_reset), dyn.v_reset is None, dyn.detach_reset, scale_x, code, f32(alpha), f32(c1),
-                        f32(alpha / 2))  # fmt: skip
+    kernel = _kernel("backward", flat_h.numel())
+    kernel(flat_h.numpy(), flat_g.numpy(), grad_x.numpy(), f32(k), f32(decay), f32(dyn.threshold), f32(v_reset),
+           dyn.v_reset is None, dyn.detach_reset, scale_x, code, f32(alpha), f32(c1), f32(alpha / 2))  # fmt: skip
     return grad_x.reshape(h_seq.shape)
