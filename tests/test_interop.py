@@ -327,10 +327,20 @@ def readme_examples() -> dict[str, str]:
     return dict(pattern.findall(README.read_text()))
 
 
-@pytest.mark.parametrize("name", ["spikingjelly", "snntorch"])
+def test_every_python_block_of_the_readme_is_a_tested_example():
+    blocks = re.findall(r"```python\n", README.read_text())
+    assert len(blocks) == len(readme_examples()) == 4
+
+
+@pytest.mark.parametrize("name", ["python", "own-loop", "spikingjelly", "snntorch"])
 def test_readme_examples_run(name, tmp_path, monkeypatch, capsys):
     code = readme_examples()[name]
     monkeypatch.chdir(tmp_path)
     exec(compile(code, f"README.md:{name}", "exec"), {"__name__": "readme"})
-    assert "Synaptic layers" in capsys.readouterr().out  # the profile table was printed
+    printed = capsys.readouterr().out
+    if name == "own-loop":
+        assert "epoch 1: trained on 718 of 1437 examples" in printed
+        return
     assert (tmp_path / "runs").is_dir()
+    if name != "python":
+        assert "Synaptic layers" in printed  # the profile table was printed

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import yaml
@@ -51,6 +51,9 @@ class PruneConfig(BaseModel):
     method: str = Field(description="slamp, lamp, global, uniform, uniform-plus, erk or nm-magnitude")
     sparsity: float | None = Field(None, ge=0, lt=1, description="fraction of the pruned layers' weights set to 0")
     nm: str | None = Field(None, description="N:M pattern for nm-magnitude, e.g. 2:4")
+    nm_policy: Literal["dense", "pad"] = Field(
+        "dense", description="layers whose input size is not a multiple of M: keep dense, or pad"
+    )
     finetune_epochs: int = Field(0, ge=0, description="retraining epochs with the masks fixed")
     finetune_lr: float | None = Field(None, gt=0, description="the retraining's learning rate (default: the run's)")
     rounds: int = Field(1, ge=1, description="iterative pruning: prune-retrain rounds")
@@ -123,6 +126,7 @@ def prune_run(
     method: str,
     sparsity: float = 0.0,
     nm: str | None = None,
+    nm_policy: str = "dense",
     finetune_epochs: int = 0,
     finetune_lr: float | None = None,
     rounds: int = 1,
@@ -150,15 +154,15 @@ def prune_run(
     lock_run(out)
     try:
         return _prune_run(
-            checkpoint, out, method, sparsity, nm, finetune_epochs, finetune_lr, rounds, exclude_first, exclude_last,
-            calibration, slamp_power, recalibrate_bn, profile_batches, device, progress,
+            checkpoint, out, method, sparsity, nm, nm_policy, finetune_epochs, finetune_lr, rounds, exclude_first,
+            exclude_last, calibration, slamp_power, recalibrate_bn, profile_batches, device, progress,
         )  # fmt: skip
     finally:
         unlock_run(out)
 
 
 def _prune_run(
-    checkpoint, out, method, sparsity, nm, finetune_epochs, finetune_lr, rounds, exclude_first, exclude_last,
+    checkpoint, out, method, sparsity, nm, nm_policy, finetune_epochs, finetune_lr, rounds, exclude_first, exclude_last,
     calibration, slamp_power, recalibrate_bn, profile_batches, device, progress,
 ) -> dict[str, Any]:  # fmt: skip
     source = load_trained(checkpoint, device=device)
@@ -190,6 +194,7 @@ def _prune_run(
             method,
             target,
             nm=nm,
+            nm_policy=nm_policy,
             batches=batches,
             exclude_first=exclude_first,
             exclude_last=exclude_last,

@@ -110,7 +110,7 @@ def nm_layers(
     if skipped:
         warnings.warn(
             f"N:M with M={m}: left dense because the input dimension is not a multiple of {m}: "
-            f"{', '.join(skipped)} (use policy='pad' to pad them)",
+            f"{', '.join(skipped)} (policy 'pad' pads them: --nm-policy pad, SR-STE and nm-magnitude only)",
             stacklevel=2,
         )
     if not chosen:

@@ -71,6 +71,7 @@ def prune_model(
     sparsity: float = 0.0,
     *,
     nm: str | None = None,
+    nm_policy: str = "dense",
     batches: list[torch.Tensor] | None = None,
     exclude_first: bool = False,
     exclude_last: bool = False,
@@ -93,7 +94,8 @@ def prune_model(
             raise SpikepruneError("method nm-magnitude needs an N:M pattern, e.g. nm='2:4'")
         n, m = parse_nm(nm)
         masks = {
-            name: magnitude_nm_mask(effective_weight(mod), n, m) for name, mod in nm_layers(model, m, layers=layers)
+            name: magnitude_nm_mask(effective_weight(mod), n, m, nm_policy == "pad")
+            for name, mod in nm_layers(model, m, nm_policy, layers=layers)
         }
     else:
         masks, factors = compute_masks(model, layers, method, sparsity, batches=batches, slamp_power=slamp_power)

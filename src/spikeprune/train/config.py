@@ -74,6 +74,11 @@ class TrainConfig(BaseModel):
         """A setting that would do nothing is a mistake: refuse it, naming the setting it needs."""
         if self.sparsity != "nm" and (self.nm != "2:4" or self.nm_method != "spikenm"):
             raise ValueError("nm and nm_method take effect only with sparsity: nm (--sparsity nm); add it or drop them")
+        if self.sparsity == "nm" and self.nm_method == "spikenm" and self.sparsity_options.get("policy") == "pad":
+            raise ValueError(
+                "SpikeNM keeps layers whose input size is not a multiple of M dense; for padding them use "
+                "--nm-method srste (or drop --nm-policy pad)"
+            )
         if self.sparsity == "none" and self.sparsity_options:
             raise ValueError("sparsity_options take effect only with a sparsity method; add sparsity or drop them")
         if self.data_pruning == "none" and (self.prune_ratio > 0 or self.data_pruning_options):
