@@ -160,7 +160,7 @@ def test_prune_nm_magnitude_cli(tmp_path):
 def test_cli_train_learned_nm(tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text(json.dumps({k: v for k, v in SMALL.items() if k not in ("sparsity", "nm")}))
-    args = ["train", "--config", str(config), "--sparsity", "nm", "--nm", "1:4", "--nm-method", "spikenm"]
+    args = ["train", "--config", str(config), "--nm", "1:4", "--nm-method", "spikenm"]
     result = subprocess.run([sys.executable, "-m", "spikeprune.cli", *args, "--out", str(tmp_path / "run")],
                             capture_output=True, text=True, timeout=300)  # fmt: skip
     assert result.returncode == 0, result.stderr

@@ -73,7 +73,10 @@ class TrainConfig(BaseModel):
     def _no_silent_settings(self) -> TrainConfig:
         """A setting that would do nothing is a mistake: refuse it, naming the setting it needs."""
         if self.sparsity != "nm" and (self.nm != "2:4" or self.nm_method != "spikenm"):
-            raise ValueError("nm and nm_method take effect only with sparsity: nm (--sparsity nm); add it or drop them")
+            raise ValueError(
+                "nm and nm_method take effect only with sparsity: nm (--sparsity-mode nm, implied by --nm on the "
+                "command line); add it or drop them"
+            )
         if self.sparsity == "nm" and self.nm_method == "spikenm" and self.sparsity_options.get("policy") == "pad":
             raise ValueError(
                 "SpikeNM keeps layers whose input size is not a multiple of M dense; for padding them use "
