@@ -378,3 +378,14 @@ def test_trainer_refuses_another_encoder_for_event_frames():
     config = make_config(dict(dataset="nmnist5k", model_options={"encoder": "rate"}, epochs=0, progress=False))
     with pytest.raises(SpikepruneError, match="encoder 'frames', not 'rate'"):
         Trainer(config)
+
+
+def test_without_tonic_event_data_names_the_extra(monkeypatch, tmp_path):
+    from spikeprune.data.events.stream import tonic
+
+    for name in ("tonic", "tonic.io", "tonic.functional", "tonic.transforms"):
+        monkeypatch.setitem(sys.modules, name, None)  # as if not installed
+    with pytest.raises(SpikepruneError, match=r"pip install 'spikeprune\[events\]'"):
+        tonic("tonic.io")
+    with pytest.raises(SpikepruneError, match="needs tonic"):
+        FrameSpec((34, 34), 2).frames(random_events(np.random.default_rng(0), 10, 34, 34))

@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from spikeprune.data.events.stream import tonic
 from spikeprune.errors import SpikepruneError
 
 BIN_MODES = ("time", "count")
@@ -72,7 +73,7 @@ class FrameSpec:
 
     def frames(self, events: np.ndarray) -> np.ndarray:
         """Frames float32 [T, 2, H, W] of one time-ordered stream (``EVENT_DTYPE``)."""
-        from tonic import functional, transforms  # tonic takes over a second to import
+        functional, transforms = tonic("tonic.functional"), tonic("tonic.transforms")  # imported late: slow
 
         if self.denoise_us is not None and len(events):
             events = functional.denoise_numpy(events, filter_time=self.denoise_us)

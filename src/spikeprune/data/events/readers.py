@@ -19,6 +19,7 @@ from spikeprune.data.events.stream import (
     check_coordinates,
     check_events,
     make_events,
+    tonic,
 )
 from spikeprune.errors import SpikepruneError
 
@@ -30,7 +31,7 @@ AEDAT4_MAGIC = b"#!AER-DAT4.0\r\n"
 
 def read_nmnist_bin(path: Path, sensor_size: tuple[int, int] = (34, 34)) -> np.ndarray:
     """An N-MNIST ``.bin`` file: 5 bytes per event (x, y, polarity bit + 23-bit time), read by tonic."""
-    from tonic.io import read_mnist_file
+    read_mnist_file = tonic("tonic.io").read_mnist_file
 
     size = _size(path)
     if size % NMNIST_EVENT_BYTES:
@@ -48,7 +49,8 @@ def read_aedat2_dvs128(path: Path) -> np.ndarray:
     Addresses decode as in SpikingJelly's CIFAR10-DVS reader, so frames match what most CIFAR10-DVS
     code sees: ``x = 127 - address[8:15]``, ``y = 127 - address[1:8]``, ON where bit 0 is 0.
     """
-    from tonic.io import get_aer_events_from_file, read_aedat_header_from_file
+    io = tonic("tonic.io")
+    get_aer_events_from_file, read_aedat_header_from_file = io.get_aer_events_from_file, io.read_aedat_header_from_file
 
     size = _size(path)
     version, start = _call_reader(read_aedat_header_from_file, path, "AEDAT", str(path))[:2]
@@ -85,7 +87,7 @@ def read_aedat4(path: Path) -> np.ndarray:
         raise SpikepruneError(
             f"{path} is an AEDAT4 file; reading it needs the aedat package: pip install aedat"
         ) from None
-    from tonic.io import read_aedat4 as tonic_read_aedat4
+    tonic_read_aedat4 = tonic("tonic.io").read_aedat4
 
     _check_aedat4_header(path)
     try:

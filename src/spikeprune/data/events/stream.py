@@ -68,3 +68,15 @@ def check_events(events: np.ndarray, sensor_size: tuple[int, int], source: str |
     if (t[1:] < t[:-1]).any():
         events = events[np.argsort(t, kind="stable")]
     return events
+
+
+def tonic(module: str = "tonic"):
+    """Import ``module`` of tonic, the event-camera library (an extra: ``pip install 'spikeprune[events]'``)."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise SpikepruneError(
+            "event-camera data (nmnist5k, nmnist, dvsgesture, cifar10dvs) needs tonic: pip install 'spikeprune[events]'"
+        ) from None
