@@ -34,7 +34,7 @@ def _numba():
     try:
         import numba
     except ImportError:
-        raise SpikepruneError("sparse inference needs numba (a spikeprune dependency): pip install numba") from None
+        raise SpikepruneError("sparse inference needs numba: pip install 'spikeprune[fast]'") from None
     return numba
 
 

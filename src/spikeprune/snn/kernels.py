@@ -7,9 +7,8 @@ gradient once. The membrane and the reverse-recurrence state stay in a small per
 of neurons are spread over threads, and within a chunk the inner loop runs over neighbouring neurons
 at one step, so it vectorises.
 
-numba compiles them on first use and caches them on disk. Without numba (it comes with the
-``deploy`` extra and with tonic), or for what these kernels do not cover, the neuron keeps the tensor
-path: GPUs, other dtypes, a learned leak (PLIF) or sharpness, a membrane readout. Both paths compute
+numba compiles them on first use and caches them on disk. Without numba (the ``fast`` extra), or
+for what these kernels do not cover, the neuron keeps the tensor path: GPUs, other dtypes, a learned leak (PLIF) or sharpness, a membrane readout. Both paths compute
 the same formulas; the tests compare them.
 """
 
