@@ -330,6 +330,9 @@ def models() -> None:
 def quickstart(
     out: Path | None = typer.Option(None, "--out", help="folder for the runs (default: runs/quickstart-<time>)"),
     epochs: int = typer.Option(4, help="training epochs of each run"),
+    dataset: str = typer.Option(
+        "mnist5k", help="an image data set of 'spikeprune datasets' (digits: a 4x quicker look)"
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="progress bars on a terminal"),
 ) -> None:
     """Train the default SNN (scnn, T=4) on the embedded mnist5k digits, with SADP, pruned by SLAMP, and 2:4 SpikeNM."""
@@ -337,7 +340,7 @@ def quickstart(
 
     out = out or Path("runs") / f"quickstart-{time.strftime('%Y%m%d-%H%M%S')}"
     with _interruptible():
-        result = run_quickstart(out, epochs=epochs, progress=progress)
+        result = run_quickstart(out, epochs=epochs, progress=progress, dataset=dataset)
     typer.echo("dense:")
     _print_summary(result["dense"], out / "dense")
     typer.echo(f"SADP data pruning (r={SADP_RATIO}):")

@@ -1,5 +1,5 @@
-"""The main job on the embedded digits: a dense spiking CNN, the same training with SADP data pruning,
-the dense model pruned to 90% sparsity with SLAMP and retrained for one epoch, and a 2:4 SpikeNM
+"""The main job on an embedded data set (mnist5k by default): a dense spiking CNN, the same training
+with SADP data pruning, the dense model pruned to 90% sparsity with SLAMP and retrained for one epoch, and a 2:4 SpikeNM
 network learned from scratch.
 
 Each step is a normal run folder under ``out`` (``dense/``, ``sadp/``, ``slamp/``, ``spikenm/``), so every figure
@@ -31,10 +31,12 @@ SLAMP_FINETUNE_EPOCHS = 1
 SPIKENM_PATTERN = "2:4"
 
 
-def run_quickstart(out: str | Path, epochs: int = 4, progress: bool = True, seed: int = 0) -> dict[str, Any]:
-    """Dense ``scnn`` (T=4) on ``mnist5k``, SADP (r=0.5), SLAMP at 90% and SpikeNM 2:4; return the summaries."""
+def run_quickstart(
+    out: str | Path, epochs: int = 4, progress: bool = True, seed: int = 0, dataset: str = "mnist5k"
+) -> dict[str, Any]:
+    """Dense ``scnn`` (T=4) on ``dataset``, SADP (r=0.5), SLAMP at 90% and SpikeNM 2:4; return the summaries."""
     out = Path(out)
-    base = {**QUICKSTART, "epochs": epochs, "progress": progress, "seed": seed}
+    base = {**QUICKSTART, "dataset": dataset, "epochs": epochs, "progress": progress, "seed": seed}
     dense = Trainer(make_config(base, "quickstart settings"), out / "dense").fit()
     sadp_config = make_config({**base, "data_pruning": "sadp", "prune_ratio": SADP_RATIO}, "quickstart settings")
     sadp = Trainer(sadp_config, out / "sadp").fit()
