@@ -4,9 +4,9 @@ The tensor path of ``_FusedNeuron`` launches about 3 PyTorch kernels per step fo
 each a full pass over ``[B, ...]``. Here forward reads ``x`` once and writes the spikes and the
 charged membrane ``h`` once, and backward reads ``h`` and the spike gradient once and writes the input
 gradient once. The membrane and the reverse-recurrence state stay in a small per-chunk buffer, and
-within a chunk the inner loop runs over neighbouring neurons at one step, so it vectorises. The
-kernels are serial: they are bound by memory bandwidth, a second thread measured no faster, and
-waking threads costs milliseconds on a machine busy with other work.
+within a chunk the inner loop runs over neighbouring neurons at one step, so it vectorises. Calls of
+a million elements or more spread their chunks over torch's threads; smaller ones stay on one thread,
+because waking threads costs milliseconds on a machine busy with other work.
 
 numba compiles them on first use (once per machine: the result is cached on disk). Without numba
 (the ``fast`` extra), or for what these kernels do not cover, the neuron keeps the tensor path: GPUs,
@@ -25,6 +25,7 @@ from torch import Tensor
 
 SURROGATE_CODES = {"ATan": 0, "Sigmoid": 1, "Triangle": 2}
 CHUNK = 2048  # neurons per task: the state of a chunk stays in L1
+PARALLEL = 1 << 20  # elements from which a call is spread over threads (below, waking them costs more)
 
 _KERNELS: dict[str, Any] = {}
 
@@ -36,13 +37,13 @@ def _compile() -> dict[str, Any] | None:
         import numba
     except ImportError:
         return None
-    njit = numba.njit
+    njit, prange = numba.njit, numba.prange
     options = dict(nogil=True, cache=True, error_model="numpy")
 
     def forward(x, spikes, h_out, k, threshold, v_rest, v_reset, mode, soft):  # pragma: no cover - compiled
         # mode 0: h = v + k·(x − (v − v_r)); 1: h = v − k·(v − v_r) + x; 2 (IF): h = v + x
         steps, size = x.shape
-        for chunk in range((size + CHUNK - 1) // CHUNK):
+        for chunk in prange((size + CHUNK - 1) // CHUNK):
             start = chunk * CHUNK
             end = min(size, start + CHUNK)
             v = np.full(end - start, v_rest, np.float32)
@@ -67,7 +68,7 @@ def _compile() -> dict[str, Any] | None:
         h_seq, grad_s, grad_x, k, decay, threshold, v_reset, soft, detach, scale_x, code, a, c1, c2
     ):
         steps, size = h_seq.shape
-        for chunk in range((size + CHUNK - 1) // CHUNK):
+        for chunk in prange((size + CHUNK - 1) // CHUNK):
             start = chunk * CHUNK
             count = min(size, start + CHUNK) - start
             nxt = np.zeros(count, np.float32)  # dL/dh_{t+1}
@@ -115,7 +116,9 @@ def _compile() -> dict[str, Any] | None:
                     for i in range(count):
                         gx[i] = nxt[i]
 
-    _KERNELS.update(forward=njit(**options)(forward), backward=njit(**options)(backward))
+    for name, function in (("forward", forward), ("backward", backward)):
+        _KERNELS[name] = njit(**options)(function)
+        _KERNELS[name + "_parallel"] = njit(parallel=True, **options)(function)
     return _KERNELS
 
 
@@ -133,6 +136,17 @@ def usable(x: Tensor, k: Tensor | float, needs_k: bool, needs_alpha: bool, surro
     )
 
 
+def _kernel(name: str, elements: int):
+    """The serial kernel, or the threaded one (as many threads as torch uses) for large calls."""
+    import numba
+
+    threads = min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)
+    if threads < 2 or elements < PARALLEL:
+        return _KERNELS[name]
+    numba.set_num_threads(threads)
+    return _KERNELS[name + "_parallel"]
+
+
 def forward(x: Tensor, k: float, dyn) -> tuple[Tensor, Tensor]:
     """Spikes and charged membranes ``[T, ...]`` of one call."""
     _compile()
@@ -141,8 +155,9 @@ def forward(x: Tensor, k: float, dyn) -> tuple[Tensor, Tensor]:
     mode = 2 if dyn.integrate_only else (0 if dyn.decay_input else 1)
     v_reset = 0.0 if dyn.v_reset is None else dyn.v_reset
     f32 = np.float32
-    _KERNELS["forward"](flat.numpy(), spikes.numpy(), h_seq.numpy(), f32(k), f32(dyn.threshold),
-                        f32(dyn.v_rest), f32(v_reset), mode, dyn.v_reset is None)  # fmt: skip
+    kernel = _kernel("forward", flat.numel())
+    kernel(flat.numpy(), spikes.numpy(), h_seq.numpy(), f32(k), f32(dyn.threshold), f32(dyn.v_rest), f32(v_reset),
+           mode, dyn.v_reset is None)  # fmt: skip
     return spikes.reshape(x.shape), h_seq.reshape(x.shape)
 
 
@@ -158,7 +173,7 @@ def backward(h_seq: Tensor, grad_s: Tensor, k: float, dyn, surrogate: object, al
     decay = 1.0 if dyn.integrate_only else 1.0 - k
     scale_x = dyn.decay_input and not dyn.integrate_only
     v_reset = 0.0 if dyn.v_reset is None else dyn.v_reset
-    _KERNELS["backward"](flat_h.numpy(), flat_g.numpy(), grad_x.numpy(), f32(k), f32(decay), f32(dyn.threshold),
-                         f32(v_reset), dyn.v_reset is None, dyn.detach_reset, scale_x, code, f32(alpha), f32(c1),
-                         f32(alpha / 2))  # fmt: skip
+    kernel = _kernel("backward", flat_h.numel())
+    kernel(flat_h.numpy(), flat_g.numpy(), grad_x.numpy(), f32(k), f32(decay), f32(dyn.threshold), f32(v_reset),
+           dyn.v_reset is None, dyn.detach_reset, scale_x, code, f32(alpha), f32(c1), f32(alpha / 2))  # fmt: skip
     return grad_x.reshape(h_seq.shape)
