@@ -147,6 +147,19 @@ def _kernel(name: str, elements: int):
     return _KERNELS[name + "_parallel"]
 
 
+def warm() -> None:
+    """Load (or compile) every kernel now, so that the first timed training step does not pay for it.
+    The Trainer calls it on CPU; without numba it does nothing."""
+    if _compile() is None:
+        return
+    f32 = np.float32
+    x = np.zeros((2, CHUNK), np.float32)
+    for suffix in ("", "_parallel"):
+        _KERNELS["forward" + suffix](x, x.copy(), x.copy(), f32(0.5), f32(1.0), f32(0.0), f32(0.0), 0, False)
+        _KERNELS["backward" + suffix](x, x.copy(), x.copy(), f32(0.5), f32(0.5), f32(1.0), f32(0.0), False, False,
+                                      True, 0, f32(2.0), f32(1.0), f32(1.0))  # fmt: skip
+
+
 def forward(x: Tensor, k: float, dyn) -> tuple[Tensor, Tensor]:
     """Spikes and charged membranes ``[T, ...]`` of one call."""
     _compile()

@@ -31,7 +31,7 @@ from spikeprune.errors import SpikepruneError
 from spikeprune.io import atomic_write_json, atomic_write_text, writing
 from spikeprune.metrics import ProfileReport, profile
 from spikeprune.models import build_model
-from spikeprune.snn import set_surrogate_alpha
+from spikeprune.snn import kernels, set_surrogate_alpha
 from spikeprune.snn.surrogate import Surrogate
 from spikeprune.sparsity import Sparsifier, build_sparsifier
 from spikeprune.train.checkpoint import (
@@ -616,6 +616,8 @@ class Trainer:
         """
         try:
             self._prepare_out_dir(resume)
+            if self.device.type == "cpu":
+                kernels.warm()  # loading the compiled neuron kernels is not part of any epoch's time
             with self._signals():
                 writer = self._tensorboard()
                 try:
