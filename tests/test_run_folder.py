@@ -412,7 +412,7 @@ def test_kill_9_inside_an_epoch_then_resume_is_exact(tmp_path):
     ("args", "needle"),
     [
         (["--nm", "3:2"], "N:M pattern"),
-        (["--nm", "1:8"], "only with sparsity: nm"),
+        (["--sparsity-mode", "none", "--nm", "1:8"], "only with sparsity: nm"),
         (["--prune-ratio", "0.5"], "only with a data pruning method"),
         (["--data-pruning", "sadp"], "needs prune_ratio > 0"),
         (["--epochs", "0"], "--epochs must be at least 1"),
