@@ -12,7 +12,6 @@ Run: ``python bench/export_sizes.py [--quick]`` → ``bench/results/export_sizes
 
 from __future__ import annotations
 
-import argparse
 import copy
 import math
 import tempfile
@@ -26,10 +25,10 @@ from spikeprune.sparsity import prune_model
 from spikeprune.train.trainer import model_spec
 
 try:
-    from harness import RESULTS, environment, write_results
+    from harness import RESULTS, arguments, environment, write_results
     from workloads import WORKLOADS, calibration_batches, datasets, train_dense
 except ImportError:  # imported as bench.export_sizes
-    from bench.harness import RESULTS, environment, write_results
+    from bench.harness import RESULTS, arguments, environment, write_results
     from bench.workloads import WORKLOADS, calibration_batches, datasets, train_dense
 
 NAME = "export_sizes"
@@ -93,9 +92,7 @@ def markdown(payload: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny smoke run")
-    parser.add_argument("--out-dir", type=Path, default=None)
+    parser = arguments(__doc__)
     args = parser.parse_args(argv)
     started = time.perf_counter()
     q = QUICK if args.quick else {}

@@ -18,11 +18,9 @@ script is known to run before a GPU is lent. Writes ``bench/results/gpu_check.{j
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 import warnings
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -34,9 +32,9 @@ from spikeprune.sparsity.masks import attach_masks, finalize, prunable_layers
 from spikeprune.sparsity.nm import magnitude_nm_mask
 
 try:
-    from harness import environment, write_results
+    from harness import arguments, environment, write_results
 except ImportError:  # imported as bench.gpu_check
-    from bench.harness import environment, write_results
+    from bench.harness import arguments, environment, write_results
 
 warnings.filterwarnings("ignore", message=".*Triton not available.*")
 
@@ -214,9 +212,7 @@ def markdown(payload: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dry", action="store_true", help="tiny run on CPU (what the tests use)")
-    parser.add_argument("--out-dir", type=Path, default=None)
+    parser = arguments(__doc__, "--dry", "tiny run on CPU (what the tests use)")
     args = parser.parse_args(argv)
     if not args.dry and not torch.cuda.is_available():
         raise SystemExit("error: no CUDA device; run on a GPU machine, or pass --dry for the CPU smoke run")

@@ -6,6 +6,7 @@ drift of a noisy machine falls on all of them alike; we report medians and the i
 
 from __future__ import annotations
 
+import argparse
 import json
 import platform
 import statistics
@@ -105,3 +106,11 @@ class RunStore:
             with self.path.open("a") as handle:
                 handle.write(json.dumps(row) + "\n")
         return row
+
+
+def arguments(doc: str, smoke: str = "--quick", smoke_help: str = "tiny smoke run") -> argparse.ArgumentParser:
+    """The options every benchmark script takes: its smoke-run flag and ``--out-dir``; add more to it."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument(smoke, action="store_true", help=smoke_help)
+    parser.add_argument("--out-dir", type=Path, default=None, help="results folder (default: bench/results)")
+    return parser

@@ -17,7 +17,6 @@ Run: ``python bench/memory.py [--quick]`` → ``bench/results/memory.{json,md}``
 
 from __future__ import annotations
 
-import argparse
 import json
 import resource
 import subprocess
@@ -36,9 +35,9 @@ from spikeprune.models import build_model
 from spikeprune.snn import SpikingNeuron
 
 try:
-    from harness import environment, interleaved_times, saved_tensor_bytes, summarize, write_results
+    from harness import arguments, environment, interleaved_times, saved_tensor_bytes, summarize, write_results
 except ImportError:  # imported as bench.memory
-    from bench.harness import environment, interleaved_times, saved_tensor_bytes, summarize, write_results
+    from bench.harness import arguments, environment, interleaved_times, saved_tensor_bytes, summarize, write_results
 
 warnings.filterwarnings("ignore", message=".*Triton not available.*")
 
@@ -211,9 +210,7 @@ def markdown(payload: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny smoke run")
-    parser.add_argument("--out-dir", type=Path, default=None)
+    parser = arguments(__doc__)
     args = parser.parse_args(argv)
     started = time.perf_counter()
     settings = QUICK if args.quick else FULL

@@ -16,12 +16,10 @@ Run with nothing else on the machine: ``python bench/sparse_inference.py [--quic
 
 from __future__ import annotations
 
-import argparse
 import copy
 import statistics
 import time
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -31,10 +29,10 @@ from spikeprune.sparsity import prune_model
 from spikeprune.sparsity.masks import finalize, prunable_layers
 
 try:
-    from harness import RESULTS, environment, write_results
+    from harness import RESULTS, arguments, environment, write_results
     from workloads import WORKLOADS, calibration_batches, datasets, retrain, train_dense
 except ImportError:  # imported as bench.sparse_inference
-    from bench.harness import RESULTS, environment, write_results
+    from bench.harness import RESULTS, arguments, environment, write_results
     from bench.workloads import WORKLOADS, calibration_batches, datasets, retrain, train_dense
 
 NAME = "sparse_inference"
@@ -123,9 +121,7 @@ def markdown(payload: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny smoke run")
-    parser.add_argument("--out-dir", type=Path, default=None)
+    parser = arguments(__doc__)
     args = parser.parse_args(argv)
     started = time.perf_counter()
     q = QUICK if args.quick else {}
