@@ -33,7 +33,9 @@ def _d(key: str, text: str) -> str:
 
 @app.command()
 def train(
-    config: Path | None = typer.Option(None, "--config", help="YAML file of config keys, e.g. recipes/example.yaml"),
+    config: Path | None = typer.Option(
+        None, "--config", help="YAML file of config keys, e.g. recipes/example.yaml (default: none)"
+    ),
     dataset: str | None = typer.Option(None, help=_d("dataset", "data set name (see 'spikeprune datasets')")),
     data_root: str | None = typer.Option(None, "--data-root", help=_d("data_root", "folder holding local data")),
     model: str | None = typer.Option(None, help=_d("model", "model name (see 'spikeprune models')")),
@@ -70,7 +72,9 @@ def train(
         "(default: dense)",
     ),
     out: Path | None = typer.Option(None, "--out", help="run folder (default: runs/<dataset>-<model>-<time>)"),
-    resume: bool = typer.Option(False, "--resume", help="continue the run in --out exactly where it stopped"),
+    resume: bool = typer.Option(
+        False, "--resume", help="continue the run in --out exactly where it stopped (default: off)"
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="progress bar on a terminal"),
 ) -> None:
     """Train a model; writes config, log, checkpoint and summary.json into the run folder."""
@@ -124,7 +128,7 @@ def train(
 def evaluate(
     checkpoint: Path = typer.Option(..., "--checkpoint", help="run folder written by 'spikeprune train'"),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N"),
-    with_profile: bool = typer.Option(False, "--profile", help="add SynOps, energy and density totals"),
+    with_profile: bool = typer.Option(False, "--profile", help="add SynOps, energy and density totals (default: off)"),
 ) -> None:
     """Evaluate a run's checkpoint on its test set; prints JSON."""
     from spikeprune.train import load_trained
@@ -140,8 +144,10 @@ def evaluate(
 @app.command()
 def profile(
     checkpoint: Path = typer.Option(..., "--checkpoint", help="run folder written by 'spikeprune train'"),
-    json_path: Path | None = typer.Option(None, "--json", help="also write the full report here"),
-    batches: int | None = typer.Option(None, help="profile only this many test batches"),
+    json_path: Path | None = typer.Option(
+        None, "--json", help="also write the full report here (default: only the run folder's profile.json)"
+    ),
+    batches: int | None = typer.Option(None, help="profile only this many test batches (default: all)"),
     energy: str = typer.Option("fp32_45nm", help="energy preset: fp32_45nm, fp16_45nm, int8_45nm"),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N"),
 ) -> None:
@@ -175,15 +181,23 @@ def profile(
 def prune(
     checkpoint: Path = typer.Option(..., "--checkpoint", help="trained run folder to prune"),
     config: Path | None = typer.Option(
-        None, "--config", help="YAML with these settings (e.g. a recipe's *-slamp.yaml); flags override it"
+        None,
+        "--config",
+        help="YAML of these settings (e.g. a recipe's *-slamp.yaml); flags override it (default: none)",
     ),
     method: str | None = typer.Option(
-        None, help="slamp, lamp, global, uniform, uniform-plus, erk (unstructured), or nm-magnitude (one-shot N:M)"
+        None,
+        help="slamp, lamp, global, uniform, uniform-plus, erk (unstructured), or nm-magnitude (one-shot N:M) "
+        "(required, here or in --config)",
     ),
     sparsity: float | None = typer.Option(
-        None, "--sparsity", help="unstructured methods: fraction of the pruned layers' weights set to zero, in [0, 1)"
+        None,
+        "--sparsity",
+        help="unstructured methods: fraction of the pruned layers' weights set to 0, in [0, 1) (required for them)",
     ),
-    nm: str | None = typer.Option(None, "--nm", help="N:M pattern for --method nm-magnitude, e.g. 2:4"),
+    nm: str | None = typer.Option(
+        None, "--nm", help="N:M pattern for --method nm-magnitude, e.g. 2:4 (required for it)"
+    ),
     nm_policy: str | None = typer.Option(
         None,
         "--nm-policy",
@@ -330,9 +344,7 @@ def models() -> None:
 def quickstart(
     out: Path | None = typer.Option(None, "--out", help="folder for the runs (default: runs/quickstart-<time>)"),
     epochs: int = typer.Option(4, help="training epochs of each run"),
-    dataset: str = typer.Option(
-        "mnist5k", help="an image data set of 'spikeprune datasets' (digits: a 4x quicker look)"
-    ),
+    dataset: str = typer.Option("mnist5k", help="an image data set of 'spikeprune datasets' (digits: a quick look)"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="progress bars on a terminal"),
 ) -> None:
     """Train the default SNN (scnn, T=4) on the embedded mnist5k digits, with SADP, pruned by SLAMP, and 2:4 SpikeNM."""
