@@ -16,7 +16,6 @@ import copy
 import math
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +25,10 @@ from spikeprune.train.trainer import model_spec
 
 try:
     from harness import RESULTS, arguments, environment, write_results
-    from workloads import WORKLOADS, calibration_batches, datasets, train_dense
+    from workloads import calibration_batches, seed0_dense_models
 except ImportError:  # imported as bench.export_sizes
     from bench.harness import RESULTS, arguments, environment, write_results
-    from bench.workloads import WORKLOADS, calibration_batches, datasets, train_dense
+    from bench.workloads import calibration_batches, seed0_dense_models
 
 NAME = "export_sizes"
 WORKLOAD_NAMES = ("mnist5k-convnet6", "nmnist5k-vggsnn")
@@ -95,14 +94,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = arguments(__doc__)
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    q = QUICK if args.quick else {}
     rows = []
-    for name in q.get("workloads", WORKLOAD_NAMES):
-        workload = WORKLOADS[name]
-        if args.quick:
-            workload = replace(workload, epochs=QUICK["epochs"])
-        train, test = datasets(workload, 0, q.get("train_examples"), q.get("test_examples"))
-        model, _ = train_dense(workload, 0, train, test, cache=not args.quick)
+    for _, workload, train, _, model in seed0_dense_models(WORKLOAD_NAMES, QUICK if args.quick else None):
         spec = model_spec(workload.config(0), train.info)
         rows += sizes(workload, model, train, spec)
     payload = {

@@ -19,7 +19,6 @@ from __future__ import annotations
 import copy
 import statistics
 import time
-from dataclasses import replace
 from typing import Any
 
 import torch
@@ -30,10 +29,10 @@ from spikeprune.sparsity.masks import finalize, prunable_layers
 
 try:
     from harness import RESULTS, arguments, environment, write_results
-    from workloads import WORKLOADS, calibration_batches, datasets, retrain, train_dense
+    from workloads import calibration_batches, retrain, seed0_dense_models
 except ImportError:  # imported as bench.sparse_inference
     from bench.harness import RESULTS, arguments, environment, write_results
-    from bench.workloads import WORKLOADS, calibration_batches, datasets, retrain, train_dense
+    from bench.workloads import calibration_batches, retrain, seed0_dense_models
 
 NAME = "sparse_inference"
 WORKLOAD_NAMES = ("mnist5k-convnet6", "nmnist5k-vggsnn")
@@ -126,12 +125,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     started = time.perf_counter()
     q = QUICK if args.quick else {}
     rows = []
-    for name in q.get("workloads", WORKLOAD_NAMES):
-        workload = WORKLOADS[name]
-        if args.quick:
-            workload = replace(workload, epochs=QUICK["epochs"])
-        train, test = datasets(workload, 0, q.get("train_examples"), q.get("test_examples"))
-        dense, _ = train_dense(workload, 0, train, test, cache=not args.quick)
+    for name, workload, train, test, dense in seed0_dense_models(WORKLOAD_NAMES, QUICK if args.quick else None):
         for case in CASES:
             model = prepared(workload, dense, train, case)
             row = {"workload": name, "case": case[0], **measure(model, test, q.get("samples", SAMPLES),

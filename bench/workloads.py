@@ -37,8 +37,8 @@ import json
 import statistics
 import tempfile
 import time
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -246,6 +246,22 @@ def train_dense(
         save_tensor_groups(path, {"model": trainer.model.state_dict()})
         record_path.write_text(json.dumps(record))
     return trainer.model, record
+
+
+def seed0_dense_models(
+    names: tuple[str, ...], quick: Mapping[str, Any] | None = None
+) -> Iterator[tuple[str, Workload, IndexedDataset, IndexedDataset, nn.Module]]:
+    """The seed-0 dense model of each workload (cached), with its data: what the deployment benchmarks
+    prune. ``quick`` (keys ``workloads``, ``epochs``, ``train_examples``, ``test_examples``) shrinks it
+    to a smoke run, trained afresh."""
+    quick = quick or {}
+    for name in quick.get("workloads", names):
+        workload = WORKLOADS[name]
+        if quick:
+            workload = replace(workload, epochs=quick["epochs"])
+        train, test = datasets(workload, 0, quick.get("train_examples"), quick.get("test_examples"))
+        dense, _ = train_dense(workload, 0, train, test, cache=not quick)
+        yield name, workload, train, test, dense
 
 
 def retrain(

@@ -35,17 +35,8 @@ from spikeprune.train import Trainer, load_trained, make_config
 from spikeprune.train.checkpoint import load_checkpoint
 from spikeprune.train.rundir import lock_run, unlock_run
 from spikeprune.train.trainer import Interrupted, TrainingDiverged, parameter_digest
+from test_train import SMALL  # the same tiny run
 
-SMALL = dict(
-    dataset="digits",
-    model="mlp",
-    model_options={"hidden": [32], "encoder": "rate"},
-    timesteps=2,
-    epochs=3,
-    batch_size=128,
-    lr=5e-3,
-    progress=False,
-)
 FLAGS = ["--dataset", "digits", "--model", "mlp", "-T", "2", "--batch-size", "128", "--no-progress"]
 
 

@@ -36,10 +36,10 @@ def is_recomputing() -> bool:
 
 
 @contextlib.contextmanager
-def _recomputing(segment: nn.Sequential):
+def _recomputing(segment: tuple[nn.Module, ...]):
     """Around a checkpointed segment's recomputation: BatchNorm running statistics are put back
     afterwards (the first forward already updated them), and :func:`is_recomputing` is true."""
-    norms = [m for m in segment.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    norms = [m for child in segment for m in child.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     saved = [{k: v.clone() for k, v in m.named_buffers(recurse=False) if v is not None} for m in norms]
     _RECOMPUTE.depth = getattr(_RECOMPUTE, "depth", 0) + 1
     try:
@@ -52,22 +52,25 @@ def _recomputing(segment: nn.Sequential):
                     getattr(module, name).copy_(value)
 
 
-def checkpoint_segments(body: nn.Sequential) -> list[nn.Sequential]:
+def checkpoint_segments(body: nn.Sequential) -> list[tuple[nn.Module, ...]]:
     """The body cut after every child that is or holds a spiking neuron: each segment's input is the
-    only tensor kept for backward (spikes, mostly), everything inside is recomputed."""
+    only tensor kept for backward (spikes, mostly), everything inside is recomputed. Plain tuples of
+    the body's own children: nothing is built or registered per forward."""
     segments, current = [], []
     for child in body:
         current.append(child)
         if any(isinstance(m, SpikingNeuron) for m in child.modules()):
-            segments.append(nn.Sequential(*current))
+            segments.append(tuple(current))
             current = []
     if current:
-        segments.append(nn.Sequential(*current))
+        segments.append(tuple(current))
     return segments
 
 
-def _run_segment(segment: nn.Sequential, y: Tensor) -> Tensor:
-    return segment(y)
+def _run_segment(segment: tuple[nn.Module, ...], y: Tensor) -> Tensor:
+    for module in segment:
+        y = module(y)
+    return y
 
 
 @dataclass(frozen=True)

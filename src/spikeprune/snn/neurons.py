@@ -88,18 +88,15 @@ class _FusedNeuron(torch.autograd.Function):
         ctx.compiled = compiled and kernels.usable(x, k, ctx.needs_input_grad[1], ctx.needs_input_grad[2], surrogate)
         if ctx.compiled:
             s_seq, h_seq = kernels.forward(x, k_value, dyn)
-            ctx.save_for_backward(h_seq, None)
-            ctx.k_value, ctx.dyn, ctx.surrogate = k_value, dyn, surrogate
-            ctx.mark_non_differentiable(h_seq)
-            return s_seq, h_seq
-        h_seq = torch.empty_like(x, memory_format=torch.contiguous_format)
-        s_seq = torch.empty_like(h_seq)
-        v: Tensor | float = dyn.v_rest
-        for t in range(x.shape[0]):
-            h = _charge(v, x[t], k_value, dyn, out=h_seq[t])
-            s = torch.ge(h, dyn.threshold, out=s_seq[t])
-            if t + 1 < x.shape[0]:
-                v = _reset(h, s, dyn)
+        else:
+            h_seq = torch.empty_like(x, memory_format=torch.contiguous_format)
+            s_seq = torch.empty_like(h_seq)
+            v: Tensor | float = dyn.v_rest
+            for t in range(x.shape[0]):
+                h = _charge(v, x[t], k_value, dyn, out=h_seq[t])
+                s = torch.ge(h, dyn.threshold, out=s_seq[t])
+                if t + 1 < x.shape[0]:
+                    v = _reset(h, s, dyn)
         ctx.save_for_backward(h_seq, k if isinstance(k, Tensor) else None)
         ctx.k_value, ctx.dyn, ctx.surrogate = k_value, dyn, surrogate
         ctx.mark_non_differentiable(h_seq)
