@@ -99,34 +99,32 @@ def check_training(name: str, precision: str, device: torch.device, settings: di
     }
 
 
-def neuron_contenders(device: torch.device) -> dict[str, torch.nn.Module]:
-    contenders: dict[str, torch.nn.Module] = {"spikeprune LIF": LIF(tau=2.0)}
+def neuron_contenders(device: torch.device) -> tuple[dict[str, torch.nn.Module], dict[str, str]]:
+    """The layers to time, and why each SpikingJelly backend that did not load here was skipped."""
+    runnable: dict[str, torch.nn.Module] = {"spikeprune LIF": LIF(tau=2.0).to(device)}
+    skipped: dict[str, str] = {}
     try:
         from spikingjelly.activation_based import neuron, surrogate
     except ImportError:
-        return contenders
+        return runnable, skipped
     for backend in ("torch", "cupy", "triton"):
+        name = f"SpikingJelly LIFNode ({backend})"
         try:
             layer = neuron.LIFNode(tau=2.0, surrogate_function=surrogate.ATan(), step_mode="m", backend=backend)
             layer.to(device)(torch.zeros(2, 2, 4, device=device, requires_grad=True)).sum().backward()
             layer.reset()
         except Exception as error:  # a backend that does not load here is reported, not fatal
-            contenders[f"SpikingJelly LIFNode ({backend})"] = error  # type: ignore[assignment]
+            skipped[name] = f"{type(error).__name__}: {str(error).splitlines()[0][:160]}"
             continue
-        contenders[f"SpikingJelly LIFNode ({backend})"] = layer
-    return contenders
+        runnable[name] = layer
+    return runnable, skipped
 
 
 def check_neurons(device: torch.device, settings: dict[str, Any]) -> dict[str, Any]:
     torch.manual_seed(0)
     x = (torch.randn(settings["neuron_shape"], device=device) * 1.5).requires_grad_()
-    results: dict[str, Any] = {}
-    runnable = {}
-    for name, layer in neuron_contenders(device).items():
-        if isinstance(layer, Exception):
-            results[name] = {"skipped": f"{type(layer).__name__}: {str(layer).splitlines()[0][:160]}"}
-        else:
-            runnable[name] = layer.to(device)
+    runnable, skipped = neuron_contenders(device)
+    results: dict[str, Any] = {name: {"skipped": reason} for name, reason in skipped.items()}
     samples: dict[str, list[float]] = {name: [] for name in runnable}
 
     def run(layer) -> None:
