@@ -40,3 +40,21 @@ def test_unstructured_benchmark_quick(tmp_path, bench_script):
     lines = runs.read_text().splitlines()
     bench.main(["--quick", "--out-dir", str(tmp_path), "--runs", str(runs)])
     assert runs.read_text().splitlines() == lines  # resumed: nothing ran again
+
+
+def test_blocks_at_chance_on_the_first_seeds_are_skipped(bench_script):
+    bench = bench_script("unstructured")
+    workload = bench.WORKLOADS["nmnist5k-vggsnn"]
+    store = bench.RunStore(None, ())
+
+    def row(seed, criterion, accuracy, sparsity=0.99):
+        base = {"workload": workload.name, "kind": "pruned", "schedule": "one-shot", "feasible": True}
+        return {**base, "seed": seed, "criterion": criterion, "sparsity": sparsity, "test_accuracy": accuracy}
+
+    store.rows = [row(0, "lamp", 0.10), row(0, "slamp", 0.11)]
+    assert not bench.at_chance(store, workload, "one-shot", 0.99, 2, 10)  # one seed is not evidence enough
+    store.rows += [row(1, "lamp", 0.09), row(1, "slamp", 0.10)]
+    assert bench.at_chance(store, workload, "one-shot", 0.99, 2, 10)
+    assert not bench.at_chance(store, workload, "iterative", 0.99, 2, 10)  # another block
+    store.rows += [row(1, "global", 0.35)]
+    assert not bench.at_chance(store, workload, "one-shot", 0.99, 2, 10)  # one criterion learned something
