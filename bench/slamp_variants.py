@@ -41,12 +41,12 @@ from spikeprune.sparsity.unstructured import global_magnitude, scaled_lamp
 try:
     from harness import RunStore, arguments, environment, write_results
     from stats import compare, mean_interval
-    from unstructured import measure
+    from unstructured import _spearman, dense_record, measure
     from workloads import CALIBRATION_BATCHES, WORKLOADS, Workload, calibration_batches, datasets, retrain, train_dense
 except ImportError:  # imported as bench.slamp_variants
     from bench.harness import RunStore, arguments, environment, write_results
     from bench.stats import compare, mean_interval
-    from bench.unstructured import measure
+    from bench.unstructured import _spearman, dense_record, measure
     from bench.workloads import (
         CALIBRATION_BATCHES,
         WORKLOADS,
@@ -138,6 +138,12 @@ def run_all(workloads, seeds, sparsities, runs: Path | None, quick: dict[str, An
         for workload in workloads:
             train, test = datasets(workload, seed, quick.get("train_examples"), quick.get("test_examples"))
             model, _ = train_dense(workload, seed, train, test, cache=not quick)
+            calibration = quick.get("calibration", CALIBRATION_BATCHES)
+            key = {"workload": workload.name, "seed": seed, "sparsity": None, "variant": "dense"}
+            if store.get(**key) is None:  # ρ_l and each layer's sensitivity on this seed's dense model
+                record = dense_record(workload, seed, model, train, test, calibration)
+                kept = ("accuracy", "layer_sizes", "temporal_factors", "sensitivity", "firing_rates")
+                store.add(key | {k: record[k] for k in kept})
             for block, sparsity in enumerate(sparsities.get(workload.name, quick.get("sparsities", ()))):
                 shift = (seed + block) % len(VARIANTS)
                 for variant in VARIANTS[shift:] + VARIANTS[:shift]:
@@ -152,7 +158,7 @@ def run_all(workloads, seeds, sparsities, runs: Path | None, quick: dict[str, An
                         sparsity,
                         train,
                         test,
-                        quick.get("calibration", CALIBRATION_BATCHES),
+                        calibration,
                     )
                     row = store.add({**key, **record})
                     print(
@@ -163,7 +169,30 @@ def run_all(workloads, seeds, sparsities, runs: Path | None, quick: dict[str, An
     return store.rows
 
 
+def layer_picture(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per workload: ρ_l and sensitivity per layer (mean over seeds), and their rank correlation per seed."""
+    out: dict[str, Any] = {}
+    for workload in sorted({r["workload"] for r in rows if r["variant"] == "dense"}):
+        dense = [r for r in rows if r["workload"] == workload and r["variant"] == "dense"]
+        layers = list(dense[0]["layer_sizes"])
+        out[workload] = {
+            "seeds": [r["seed"] for r in dense],
+            "layer_sizes": dense[0]["layer_sizes"],
+            "temporal_factors": {n: sum(r["temporal_factors"][n] for r in dense) / len(dense) for n in layers},
+            "sensitivity": {n: sum(r["sensitivity"][n] for r in dense) / len(dense) for n in layers},
+            "firing_rates": {
+                n: sum(r["firing_rates"][n] for r in dense) / len(dense) for n in dense[0]["firing_rates"]
+            },
+            "spearman_per_seed": [
+                _spearman([r["temporal_factors"][n] for n in layers], [r["sensitivity"][n] for n in layers])
+                for r in dense
+            ],
+        }
+    return out
+
+
 def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    rows = [r for r in rows if r["variant"] != "dense"]
     verdicts = {
         tuple(v["cell"]): v
         for v in compare(
@@ -219,7 +248,24 @@ def markdown(payload: dict[str, Any]) -> str:
             f"| {e['workload']} | {e['sparsity']:g} | {e['variant']} | {e['after_prune']['mean'] * 100:.2f} | "
             f"{e['after_retrain']['mean'] * 100:.2f} ± {e['after_retrain']['half_width'] * 100:.2f} | {versus} |"
         )
-    lines += ["", "## Factors and densities (mean over seeds)", ""]
+    lines += ["", "## ρ_l and sensitivity on the dense models", ""]
+    for workload, picture in payload["layers"].items():
+        spearman = ", ".join("n/a" if c is None else f"{c:+.2f}" for c in picture["spearman_per_seed"])
+        lines += [
+            f"{workload}, seeds {', '.join(map(str, picture['seeds']))}: sensitivity is the accuracy lost (points) "
+            f"when only that layer is pruned to 95% by magnitude, without retraining. Spearman(ρ_l, sensitivity) per "
+            f"seed: {spearman}.",
+            "",
+            "| layer | weights | ρ_l | sensitivity |",
+            "|---|---:|---:|---:|",
+        ]
+        for n, size in picture["layer_sizes"].items():
+            lines.append(
+                f"| {n} | {size} | {picture['temporal_factors'][n]:.2f} | {picture['sensitivity'][n] * 100:.1f} |"
+            )
+        rates = ", ".join(f"{n} {rate:.3f}" for n, rate in picture["firing_rates"].items())
+        lines += ["", f"Firing rate per spiking layer: {rates}.", ""]
+    lines += ["## Factors and densities (mean over seeds)", ""]
     for e in payload["table"]:
         if e["variant"] not in ("slamp p=2", "slamp-output"):
             continue
@@ -245,6 +291,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "quick": args.quick,
         "seeds": list(seeds),
         "table": aggregate(rows),
+        "layers": layer_picture(rows),
         "runs": rows,
         "environment": environment(),
         "seconds": time.perf_counter() - started,
