@@ -25,10 +25,13 @@ from spikeprune.train.trainer import data_options
 
 try:
     from harness import environment, write_results
+    from workloads import subset
 except ImportError:
     from bench.harness import environment, write_results
+    from bench.workloads import subset
 
 CONVERSION_REPEATS = 3
+QUICK_EXAMPLES = 512
 TARGET = 0.90
 
 
@@ -44,17 +47,23 @@ def conversion_seconds(repeats: int) -> list[float]:
     return samples
 
 
-def train_run(seed: int, epochs: int | None, fresh: bool = True) -> dict:
-    """One ``spikeprune train --dataset nmnist5k`` run with the defaults (``epochs`` only in quick mode);
-    ``fresh`` empties the dataset cache first, so the wall clock includes the conversion."""
+def train_run(seed: int, epochs: int | None, fresh: bool = True, examples: int | None = None) -> dict:
+    """One ``spikeprune train --dataset nmnist5k`` run with the defaults (``epochs`` and ``examples``, the
+    first training examples, only in quick mode); ``fresh`` empties the dataset cache first, so the wall
+    clock includes the conversion."""
     settings = {"dataset": "nmnist5k", "seed": seed, "progress": False}
     if epochs is not None:
         settings["epochs"] = epochs
     if fresh:
         clear_cache()  # as a fresh command does
+    config = make_config(settings)
+    data = {}
+    if examples is not None:
+        train, test = build_dataset(config.dataset, seed=seed, augment=config.augment, options=data_options(config))
+        data = {"train_set": subset(train, examples), "test_set": subset(test, examples)}
     with tempfile.TemporaryDirectory() as folder:
         started = time.perf_counter()
-        trainer = Trainer(make_config(settings), Path(folder) / "run")
+        trainer = Trainer(config, Path(folder) / "run", **data)
         summary = trainer.fit()
         wall = time.perf_counter() - started
     config = trainer.config
@@ -73,14 +82,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument(
-        "--quick", action="store_true", help="1 conversion, 1 training epoch on the converted data (a smoke run)"
+        "--quick", action="store_true", help="1 conversion, 1 epoch on 512 of the converted examples (a smoke run)"
     )
     parser.add_argument("--out-dir", type=Path, default=None)
     args = parser.parse_args(argv)
     conversion = conversion_seconds(1 if args.quick else CONVERSION_REPEATS)
     runs = []
     for seed in args.seeds:
-        runs.append(train_run(seed, 1 if args.quick else None, fresh=not args.quick))
+        runs.append(train_run(seed, *((1, False, QUICK_EXAMPLES) if args.quick else (None,))))
         print(runs[-1], flush=True)
     payload = {
         "question": "nmnist5k: conversion time, and accuracy and wall clock of the default training command",
