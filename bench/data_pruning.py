@@ -381,7 +381,7 @@ def per_example_gradients(
     model: nn.Module, x: Tensor, y: Tensor, bounded: list[str], chunk: int
 ) -> tuple[Tensor, Tensor]:
     """Exact per-example gradients of the cross-entropy, flattened over all parameters ``[N, D]``,
-    and the per-example gradient norm over the parameters named in ``bounded`` ``[N]``."""
+    and the per-example gradient norm over the parameters named in ``bounded`` ``[N]`` (may be empty)."""
     params = {k: v.detach() for k, v in model.named_parameters()}
     buffers = {k: v.detach() for k, v in model.named_buffers()}
 
@@ -393,8 +393,12 @@ def per_example_gradients(
     flat, bounded_norms = [], []
     for start in range(0, len(x), chunk):
         grads = per_example(params, x[start : start + chunk], y[start : start + chunk])
-        flat.append(torch.cat([g.flatten(1) for g in grads.values()], dim=1).cpu())
-        bounded_norms.append(torch.sqrt(sum(grads[k].flatten(1).double().square().sum(1) for k in bounded)).cpu())
+        rows = torch.cat([g.flatten(1) for g in grads.values()], dim=1)
+        flat.append(rows.cpu())
+        squares = rows.new_zeros(len(rows), dtype=torch.float64)  # zero when ``bounded`` is empty
+        for k in bounded:
+            squares += grads[k].flatten(1).double().square().sum(1)
+        bounded_norms.append(squares.sqrt().cpu())
     return torch.cat(flat), torch.cat(bounded_norms)
 
 

@@ -42,7 +42,7 @@ import statistics
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -88,18 +88,25 @@ SEEDS = (100, 101, 102, 103, 104)
 SGD = {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9}
 # H5's test: a batch below the gradient noise scale, AdamW's learning rate scaled by sqrt(8/64) (set before any run)
 SMALL_BATCH = {"batch_size": 8, "lr": 2e-3 * (8 / 64) ** 0.5}
-# variant → (pruner, its options, optimizer overrides, the random variant it is paired with: the SADP variants
-# with random under the same optimizer and batch, the other random variants with the default random)
-VARIANTS: dict[str, tuple[str, dict[str, Any], dict[str, Any], str]] = {
-    "random": ("random", {}, {}, "random"),
-    "sadp": ("sadp", {}, {}, "random"),
-    "sadp fresh": ("sadp", {"fresh": True}, {}, "random"),
-    "sadp unweighted": ("sadp", {"unweighted": True}, {}, "random"),
-    "sadp ε=0.5": ("sadp", {"epsilon": 0.5}, {}, "random"),
-    "random sgd": ("random", {}, SGD, "random"),
-    "sadp sgd": ("sadp", {}, SGD, "random sgd"),
-    "random b8": ("random", {}, SMALL_BATCH, "random"),
-    "sadp b8": ("sadp", {}, SMALL_BATCH, "random b8"),
+
+
+class Variant(NamedTuple):
+    pruner: str
+    options: dict[str, Any]  # DiagnosedSADP's: fresh, unweighted, epsilon
+    optimizer: dict[str, Any]  # TrainConfig overrides (optimizer and batch)
+    paired_with: str  # SADP variants: random under the same overrides; other random variants: the default random
+
+
+VARIANTS: dict[str, Variant] = {
+    "random": Variant("random", {}, {}, "random"),
+    "sadp": Variant("sadp", {}, {}, "random"),
+    "sadp fresh": Variant("sadp", {"fresh": True}, {}, "random"),
+    "sadp unweighted": Variant("sadp", {"unweighted": True}, {}, "random"),
+    "sadp ε=0.5": Variant("sadp", {"epsilon": 0.5}, {}, "random"),
+    "random sgd": Variant("random", {}, SGD, "random"),
+    "sadp sgd": Variant("sadp", {}, SGD, "random sgd"),
+    "random b8": Variant("random", {}, SMALL_BATCH, "random"),
+    "sadp b8": Variant("sadp", {}, SMALL_BATCH, "random b8"),
 }
 HYPOTHESES = {
     "sadp fresh": "H1 stale and missing scores",
@@ -197,9 +204,8 @@ def run_variant(
     return record
 
 
-def run_all(workload: Workload, seeds, budgets, runs: Path | None, train_examples=None, test_examples=None):
-    """Every run, interleaved (seed → budget → variants in a rotating order) and resumable."""
-    store = RunStore(runs, ("variant", "budget", "seed"))
+def run_all(store: RunStore, workload: Workload, seeds, budgets, train_examples=None, test_examples=None) -> None:
+    """Every run, interleaved (seed → budget → variants in a rotating order); runs in ``store`` are skipped."""
     names = list(VARIANTS)
     started = time.perf_counter()
     for seed in seeds:
@@ -218,14 +224,11 @@ def run_all(workload: Workload, seeds, budgets, runs: Path | None, train_example
                     f"acc {row['test_accuracy']:.4f}, train loss {row['train_loss']:.4f}",
                     flush=True,
                 )
-    return [r for r in store.rows if r["variant"] in VARIANTS]  # not the noise study's row
 
 
 def noise_scales(model: nn.Module, x: Tensor, y: Tensor) -> dict[str, float]:
     """Gradient noise scale ``tr(Σ)/‖ḡ‖²`` of one draw, uniform and importance-sampled (eval mode)."""
-    twin = loop_copy(model)
-    first = next(name for name, _ in twin.named_parameters())
-    flat, _ = per_example_gradients(twin, x, y, [first], GRAD_CHUNK)
+    flat, _ = per_example_gradients(loop_copy(model), x, y, [], GRAD_CHUNK)
     kernel = gram(flat)
     del flat
     n = kernel.shape[0]
@@ -259,6 +262,19 @@ def noise_study(workload: Workload, examples: int, train_examples=None, test_exa
     return out
 
 
+def _paired_random(row: dict[str, Any]) -> tuple[str]:
+    return (VARIANTS[row["variant"]].paired_with,)
+
+
+def _sadp(row: dict[str, Any]) -> tuple[str] | None:
+    """SADP itself, for the hypotheses' variants that keep its optimizer and batch."""
+    variant = row["variant"]
+    return ("sadp",) if variant in HYPOTHESES and not VARIANTS[variant].optimizer else None
+
+
+REFERENCES = {"paired random": _paired_random, "sadp": _sadp}
+
+
 def aggregate(rows: list[dict[str, Any]], budgets) -> list[dict[str, Any]]:
     """Per budget and variant: means, and paired verdicts against its random reference and against SADP."""
     table = []
@@ -266,14 +282,7 @@ def aggregate(rows: list[dict[str, Any]], budgets) -> list[dict[str, Any]]:
         mine = [r for r in rows if r["budget"] == fraction]
         verdicts: dict[tuple[str, str], dict[str, Any]] = {}
         for value, higher in (("test_accuracy", True), ("train_loss", False)):
-            for reference in ("paired random", "sadp"):
-
-                def ref(r: dict[str, Any], reference: str = reference) -> tuple[str] | None:
-                    if reference == "paired random":
-                        return (VARIANTS[r["variant"]][3],)
-                    same_optimizer = not VARIANTS[r["variant"]][2]
-                    return ("sadp",) if r["variant"] in HYPOTHESES and same_optimizer else None
-
+            for reference, ref in REFERENCES.items():
                 for v in compare(mine, lambda r: (r["variant"],), ref, value=value, higher_is_better=higher):
                     verdicts[(v["cell"][0], f"{value} vs {reference}")] = {
                         "difference": v["difference"],
@@ -367,8 +376,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.quick:
         workload = replace(workload, epochs=QUICK["epochs"])
     seeds, budgets = q.get("seeds", tuple(args.seeds)), q.get("budgets", BUDGETS)
-    rows = run_all(workload, seeds, budgets, args.runs, q.get("train_examples"), q.get("test_examples"))
-    store = RunStore(args.runs, ("variant", "budget", "seed"))  # the noise study is kept with the runs
+    store = RunStore(args.runs, ("variant", "budget", "seed"))  # also keeps the noise study
+    run_all(store, workload, seeds, budgets, q.get("train_examples"), q.get("test_examples"))
+    rows = [r for r in store.rows if r["variant"] in VARIANTS]
     key = {"variant": "noise scale", "budget": NOISE_BUDGET, "seed": NOISE_SEED}
     if store.get(**key) is None:
         examples, train_examples = q.get("noise_examples", NOISE_EXAMPLES), q.get("train_examples")
@@ -381,9 +391,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "epochs": workload.epochs,
         "seeds": list(seeds),
         "budgets": list(budgets),
-        "variants": {
-            k: {"pruner": v[0], "options": v[1], "optimizer": v[2], "paired_with": v[3]} for k, v in VARIANTS.items()
-        },
+        "variants": {k: v._asdict() for k, v in VARIANTS.items()},
         "table": aggregate(rows, budgets),
         "batch_size": workload.batch_size,
         "noise_examples": q.get("noise_examples", NOISE_EXAMPLES),

@@ -130,7 +130,9 @@ def prune_variant(
     }
 
 
-def run_all(workloads, seeds, sparsities, runs: Path | None, quick: dict[str, Any]) -> list[dict[str, Any]]:
+def run_all(
+    workloads, seeds, sparsities: dict[str, tuple[float, ...]], runs: Path | None, quick: dict[str, Any]
+) -> list[dict[str, Any]]:
     """seed → workload → sparsity → variants in rotating order; resumable."""
     store = RunStore(runs, ("workload", "seed", "sparsity", "variant"))
     started = time.perf_counter()
@@ -144,7 +146,7 @@ def run_all(workloads, seeds, sparsities, runs: Path | None, quick: dict[str, An
                 record = dense_record(workload, seed, model, train, test, calibration)
                 kept = ("accuracy", "layer_sizes", "temporal_factors", "sensitivity", "firing_rates")
                 store.add(key | {k: record[k] for k in kept})
-            for block, sparsity in enumerate(sparsities.get(workload.name, quick.get("sparsities", ()))):
+            for block, sparsity in enumerate(sparsities[workload.name]):
                 shift = (seed + block) % len(VARIANTS)
                 for variant in VARIANTS[shift:] + VARIANTS[:shift]:
                     key = {"workload": workload.name, "seed": seed, "sparsity": sparsity, "variant": variant}
@@ -202,7 +204,7 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         )
     }
     table = []
-    cells = sorted({(r["workload"], r["sparsity"], r["variant"]) for r in rows}, key=lambda c: (c[0], c[1]))
+    cells = {(r["workload"], r["sparsity"], r["variant"]) for r in rows}
     for workload, sparsity, variant in sorted(cells, key=lambda c: (c[0], c[1], VARIANTS.index(c[2]))):
         group = [r for r in rows if (r["workload"], r["sparsity"], r["variant"]) == (workload, sparsity, variant)]
         if len(group) < 2:
@@ -283,7 +285,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     workloads = [WORKLOADS[n] for n in q.get("workloads", tuple(SPARSITIES))]
     if args.quick:
         workloads = [replace(w, epochs=QUICK["epochs"]) for w in workloads]
-    sparsities = {} if args.quick else SPARSITIES
+    sparsities = {w.name: QUICK["sparsities"] for w in workloads} if args.quick else SPARSITIES
     seeds = q.get("seeds", SEEDS)
     rows = run_all(workloads, seeds, sparsities, args.runs, q)
     payload = {

@@ -423,11 +423,12 @@ def markdown(payload: dict[str, Any]) -> str:
                 None,
             )
             versus = _versus(slamp, cell["criterion"]) if slamp and cell["criterion"] in ("lamp", "global") else ""
-            short = len(cell["seeds"]) < len(settings["seeds"])  # a block skipped at chance after CHANCE_SEEDS
+            seeds = ""  # a block skipped at chance after CHANCE_SEEDS names the seeds it has
+            if len(cell["seeds"]) < len(settings["seeds"]):
+                seeds = f" (seeds {', '.join(map(str, cell['seeds']))})"
             lines.append(
                 f"{head} {100 * cell['accuracy_after_prune']:.2f} | {100 * acc['mean']:.2f} ± "
-                f"{100 * acc['half_width']:.2f}{' (seeds ' + ', '.join(map(str, cell['seeds'])) + ')' if short else ''}"
-                f" | {versus} | {_versus(cell, 'dense')} | "
+                f"{100 * acc['half_width']:.2f}{seeds} | {versus} | {_versus(cell, 'dense')} | "
                 f"{cell['relative_synops']:.3f}× | {cell['relative_energy']:.3f}× |"
             )
         layers = list(entry["layer_sizes"])
