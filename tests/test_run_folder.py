@@ -300,11 +300,21 @@ def test_flag_typo(tmp_path, monkeypatch, capsys):
 
 
 # ----------------------------------------------------------------------------------- 6. interrupts
+INTERRUPTED_ARGS = [*FLAGS, "--epochs", "3"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_digest(tmp_path_factory) -> str:
+    """The parameter digest of the CLI run that the interrupted runs must reproduce after resuming."""
+    folder = tmp_path_factory.mktemp("reference")
+    done = run_cli("train", *INTERRUPTED_ARGS, "--out", str(folder / "run"), cwd=folder)
+    assert done.returncode == 0, done.stderr
+    return json.loads((folder / "run" / "summary.json").read_text())["parameter_sha256"]
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_a_signal_stops_at_a_step_with_a_checkpoint_and_resume_is_exact(tmp_path, sig):
-    args = [*FLAGS, "--epochs", "3"]
-    reference = tmp_path / "reference"
-    assert run_cli("train", *args, "--out", str(reference), cwd=tmp_path).returncode == 0
+def test_a_signal_stops_at_a_step_with_a_checkpoint_and_resume_is_exact(tmp_path, sig, uninterrupted_digest):
+    args = INTERRUPTED_ARGS
     run = tmp_path / "run"
     config = tmp_path / "slow.yaml"
     config.write_text("checkpoint_every_steps: 1\n")  # step checkpoints make it slow enough to catch mid-epoch
@@ -323,8 +333,7 @@ def test_a_signal_stops_at_a_step_with_a_checkpoint_and_resume_is_exact(tmp_path
     assert f"spikeprune train --out {run} --resume" in line
     resumed = run_cli("train", "--out", str(run), "--resume", "--no-progress", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
-    ours = json.loads((run / "summary.json").read_text())["parameter_sha256"]
-    assert ours == json.loads((reference / "summary.json").read_text())["parameter_sha256"]
+    assert json.loads((run / "summary.json").read_text())["parameter_sha256"] == uninterrupted_digest
 
 
 # ----------------------------------------------------------------------------------- 7. mid-epoch resume
@@ -372,10 +381,8 @@ def test_mid_epoch_checkpoint_resumes_bit_identically(tmp_path, case):
     assert [r["plan_sha256"] for r in resumed.history] == [r["plan_sha256"] for r in reference.history]
 
 
-def test_kill_9_inside_an_epoch_then_resume_is_exact(tmp_path):
-    args = [*FLAGS, "--epochs", "2"]
-    reference = tmp_path / "reference"
-    assert run_cli("train", *args, "--out", str(reference), cwd=tmp_path).returncode == 0
+def test_kill_9_inside_an_epoch_then_resume_is_exact(tmp_path, uninterrupted_digest):
+    args = INTERRUPTED_ARGS
     run = tmp_path / "run"
     config = tmp_path / "steps.yaml"
     config.write_text("checkpoint_every_steps: 1\n")
@@ -393,8 +400,7 @@ def test_kill_9_inside_an_epoch_then_resume_is_exact(tmp_path):
     process.wait()
     resumed = run_cli("train", "--out", str(run), "--resume", "--no-progress", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
-    ours = json.loads((run / "summary.json").read_text())["parameter_sha256"]
-    assert ours == json.loads((reference / "summary.json").read_text())["parameter_sha256"]
+    assert json.loads((run / "summary.json").read_text())["parameter_sha256"] == uninterrupted_digest
     assert not list(run.glob(".*.tmp")) and len(list(run.glob("checkpoint-*.safetensors"))) == 1
 
 
