@@ -61,11 +61,11 @@ from spikeprune.datapruning.sampling import (
 from spikeprune.train import Trainer
 
 try:
-    from harness import RESULTS, RunStore, environment, summarize, write_results
+    from harness import RESULTS, RunStore, environment, run_time_line, summarize, write_results
     from stats import compare, mean_interval
     from workloads import WORKLOADS, Workload, datasets, train_dense
 except ImportError:  # imported as bench.data_pruning
-    from bench.harness import RESULTS, RunStore, environment, summarize, write_results
+    from bench.harness import RESULTS, RunStore, environment, run_time_line, summarize, write_results
     from bench.stats import compare, mean_interval
     from bench.workloads import WORKLOADS, Workload, datasets, train_dense
 
@@ -562,7 +562,7 @@ def _versus(cell: dict[str, Any], reference: str) -> str:
 
 
 def markdown(payload: dict[str, Any]) -> str:
-    env, settings = payload["environment"], payload["settings"]
+    settings = payload["settings"]
     lines = [
         f"# {NAME}: accuracy at equal training cost" + (" (quick)" if payload["quick"] else ""),
         "",
@@ -572,9 +572,8 @@ def markdown(payload: dict[str, Any]) -> str:
         "'fewer epochs' (b·E passes of full data) and InfoBatch (its first epoch full, then calibrated to the "
         "budget). Accuracy is test accuracy in percent, mean ± 95% interval; differences are paired per seed "
         "(Student t), with a verdict.",
-        f"Measured run time: {payload['total_seconds'] / 60:.1f} min on {env['threads']} threads "
-        f"({env['processor']}, torch {env['torch']}); the machine was shared with other work during the grid, so "
-        "its train seconds are not timings (see Speed).",
+        run_time_line(payload)[:-1] + "; the machine was shared with other work during the grid, so its train "
+        "seconds are not timings (see Speed).",
         "",
     ]
     for name, entry in payload["grid"].items():
@@ -714,6 +713,7 @@ def main(argv: list[str] | None = None) -> dict:
         write_results(NAME, report, markdown(report), out_dir)
         plot(report["grid"], report["runs"], out_dir / f"{NAME}.png")
         return report
+    resumed = len(RunStore(args.runs, ()).rows) if args.runs else 0
     rows, models = run_grid(
         workloads,
         seeds,
@@ -747,6 +747,7 @@ def main(argv: list[str] | None = None) -> dict:
         },
         "workloads": {w.name: {**asdict(w), "data_options": dict(w.data_options)} for w in workloads},
         "runs": rows,
+        "resumed_runs": resumed,
         "grid": grid,
         "score_quality": quality,
         "variance": variance,

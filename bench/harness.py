@@ -71,6 +71,22 @@ def environment() -> dict[str, Any]:
     }
 
 
+def run_time_line(payload: dict[str, Any]) -> str:
+    """The run-time sentence of a resumable grid: this invocation's time, and how many runs it only reloaded."""
+    env = payload["environment"]
+    line = (
+        f"Measured run time: {payload['total_seconds'] / 60:.1f} min on {env['threads']} threads "
+        f"({env['processor']}, torch {env['torch']})"
+    )
+    resumed = payload.get("resumed_runs", 0)
+    if resumed:
+        line += (
+            f" for the {len(payload['runs']) - resumed} runs of this invocation; {resumed} runs were resumed "
+            "from the runs file (computed by earlier invocations)"
+        )
+    return line + "."
+
+
 def write_results(name: str, payload: dict[str, Any], markdown: str, out_dir: Path | None = None) -> Path:
     out_dir = Path(out_dir) if out_dir is not None else RESULTS
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -43,11 +43,11 @@ from spikeprune.sparsity.masks import finalize
 from spikeprune.train import Trainer
 
 try:
-    from harness import RESULTS, RunStore, environment, interleaved_times, summarize, write_results
+    from harness import RESULTS, RunStore, environment, interleaved_times, run_time_line, summarize, write_results
     from stats import compare, mean_interval
     from workloads import CALIBRATION_BATCHES, WORKLOADS, Workload, calibration_batches, datasets, retrain, train_dense
 except ImportError:  # imported as bench.nm
-    from bench.harness import RESULTS, RunStore, environment, interleaved_times, summarize, write_results
+    from bench.harness import RESULTS, RunStore, environment, interleaved_times, run_time_line, summarize, write_results
     from bench.stats import compare, mean_interval
     from bench.workloads import (
         CALIBRATION_BATCHES,
@@ -311,7 +311,7 @@ def _series(values: list[float | None] | None) -> str:
 
 
 def markdown(payload: dict[str, Any]) -> str:
-    env, settings = payload["environment"], payload["settings"]
+    settings = payload["settings"]
     lines = [
         f"# {NAME}: N:M sparsity on deep SNNs" + (" (quick)" if payload["quick"] else ""),
         "",
@@ -319,8 +319,7 @@ def markdown(payload: dict[str, Any]) -> str:
         "epochs in total (ASP: E − 1 dense, then 1 with fixed masks). Accuracy is test accuracy in percent, "
         "mean ± 95% interval; differences are paired per seed (Student t), with a verdict. SynOps: effective "
         f"per sample relative to dense. EID weight {settings['eid_weight']}.",
-        f"Measured run time: {payload['total_seconds'] / 60:.1f} min on {env['threads']} threads "
-        f"({env['processor']}, torch {env['torch']}).",
+        run_time_line(payload),
         "",
     ]
     for name, entry in payload["grid"].items():
@@ -438,6 +437,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return timing_main(workloads, TIMING_REPEATS, TIMING_EXAMPLES, TIMING_PATTERNS, out_dir)
     seeds = q.get("seeds", tuple(args.seeds))
     methods = tuple(args.methods)
+    resumed = len(RunStore(args.runs, ()).rows) if args.runs else 0
     rows = run_grid(
         workloads,
         seeds,
@@ -462,6 +462,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         },
         "workloads": {w.name: {**asdict(w), "data_options": dict(w.data_options)} for w in workloads},
         "runs": rows,
+        "resumed_runs": resumed,
         "grid": grid,
         "notes": NOTES,
         "total_seconds": time.perf_counter() - started,

@@ -43,7 +43,7 @@ from spikeprune.sparsity.slamp import temporal_factors
 from spikeprune.sparsity.unstructured import global_magnitude
 
 try:
-    from harness import RESULTS, RunStore, environment, write_results
+    from harness import RESULTS, RunStore, environment, run_time_line, write_results
     from stats import compare, mean_interval
     from workloads import (
         CALIBRATION_BATCHES,
@@ -56,7 +56,7 @@ try:
         train_dense,
     )
 except ImportError:  # imported as bench.unstructured
-    from bench.harness import RESULTS, RunStore, environment, write_results
+    from bench.harness import RESULTS, RunStore, environment, run_time_line, write_results
     from bench.stats import compare, mean_interval
     from bench.workloads import (
         CALIBRATION_BATCHES,
@@ -379,7 +379,7 @@ def _versus(cell: dict[str, Any], reference: str) -> str:
 
 
 def markdown(payload: dict[str, Any]) -> str:
-    env, settings = payload["environment"], payload["settings"]
+    settings = payload["settings"]
     lines = [
         f"# {NAME}: SLAMP and the LAMP family on deep SNNs" + (" (quick)" if payload["quick"] else ""),
         "",
@@ -391,8 +391,7 @@ def markdown(payload: dict[str, Any]) -> str:
         "relative to the same seed's dense model. A block (schedule, sparsity) where every criterion ended within "
         f"{CHANCE_MARGIN * 100:g} points of chance on the first {CHANCE_SEEDS} seeds is not run on later seeds: it "
         "cannot separate criteria with this retraining (its cells name their seeds).",
-        f"Measured run time: {payload['total_seconds'] / 60:.1f} min on {env['threads']} threads "
-        f"({env['processor']}, torch {env['torch']}).",
+        run_time_line(payload),
         "",
     ]
     for name, entry in payload["grid"].items():
@@ -580,6 +579,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         workloads = [replace(w, epochs=QUICK["epochs"]) for w in workloads]
     seeds = q.get("seeds", tuple(args.seeds))
     sparsities = q.get("sparsities", SPARSITIES)
+    resumed = len(RunStore(args.runs, ()).rows) if args.runs else 0
     rows = run_grid(
         workloads,
         seeds,
@@ -605,6 +605,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         },
         "workloads": {w.name: {**asdict(w), "data_options": dict(w.data_options)} for w in workloads},
         "runs": rows,
+        "resumed_runs": resumed,
         "grid": grid,
         "notes": NOTES,
         "total_seconds": time.perf_counter() - started,

@@ -37,9 +37,15 @@ def test_unstructured_benchmark_quick(tmp_path, bench_script):
     assert cells[("one-shot", "slamp")]["versus"]["lamp"]["verdict"] in {"better", "worse", "tied"}
     text = (tmp_path / "unstructured.md").read_text()
     assert "Spearman(ρ_l, sensitivity)" in text and "SLAMP is… vs this" in text
+    assert "resumed" not in text
     lines = runs.read_text().splitlines()
-    bench.main(["--quick", "--out-dir", str(tmp_path), "--runs", str(runs)])
+    again = bench.main(["--quick", "--out-dir", str(tmp_path), "--runs", str(runs)])
     assert runs.read_text().splitlines() == lines  # resumed: nothing ran again
+    assert again["resumed_runs"] == len(lines)  # and the run time says it covers no run
+    assert (
+        f"for the 0 runs of this invocation; {len(lines)} runs were resumed"
+        in (tmp_path / "unstructured.md").read_text()
+    )
 
 
 def test_blocks_at_chance_on_the_first_seeds_are_skipped(bench_script):
