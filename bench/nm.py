@@ -69,7 +69,7 @@ EID_WEIGHT = 0.1
 SEEDS = (0, 1, 2, 3, 4)
 TARGET_24_POINTS = 0.3  # 2:4 within this many points of dense
 TIMING_PATTERNS = ("2:4", "1:8", "1:16")
-TIMING_EXAMPLES = 1024
+TIMING_EXAMPLES = 512  # 8 steps per epoch: the per-epoch mask work weighs more than in a real epoch
 TIMING_REPEATS = 11
 
 QUICK = dict(
