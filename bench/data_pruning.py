@@ -664,6 +664,8 @@ def timing_markdown(timing_payload: dict[str, Any]) -> list[str]:
                 f"| {name} | {entry['train_examples']} | {cell['budget']:.0%} | {LABELS[cell['method']]} | "
                 f"{cell['speedup']:.2f}× | {cell['ideal']:.2f}× | {100 * cell['fraction_of_ideal']:.1f}% | {overhead} |"
             )
+    if timing_payload.get("notes"):
+        lines += ["", timing_payload["notes"]]
     lines.append("")
     return lines
 

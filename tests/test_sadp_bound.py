@@ -121,6 +121,27 @@ def test_probe_skips_evaluation_and_rejects_mpbn():
         SpikeProbe(build_model("scnn", timesteps=2, norm="mpbn"))
 
 
+def test_probe_hooks_run_on_one_thread_and_give_the_threads_back(monkeypatch):
+    model = build_model("mlp", input_shape=(1, 4, 4), hidden=(8,), timesteps=2)
+    probe = SpikeProbe(model)
+    surrogate, seen = probe.neuron.surrogate, []
+    real = surrogate.derivative
+
+    def spy(*args, **kwargs):  # called by the neuron hook (the forward itself does not need σ')
+        seen.append(torch.get_num_threads())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(surrogate, "derivative", spy)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        model(torch.rand(3, 1, 4, 4))
+        assert seen == [1] and torch.get_num_threads() == 2
+        assert set(probe.collect()) >= {"sadp_q", "sadp_rr"}
+    finally:
+        torch.set_num_threads(before)
+
+
 # ---------------------------------------------------------------- spiking readouts (snnTorch's output=True shape)
 def _per_example_norms(model, names, x, y):
     """Exact per-example ‖∇ℓ‖ over the readout Linear (W, b) and the hidden synapse, one example at a time."""
