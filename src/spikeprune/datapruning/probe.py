@@ -120,8 +120,9 @@ class SpikeProbe:
             if not torch.is_grad_enabled() or is_recomputing():
                 return  # evaluation passes are not scored; a checkpointed block's second forward was
             started = time.perf_counter()
-            # the hooks' tensors are small (per-example norms, one layer's spikes): on CPU, the thread
-            # pool's fork/join per op costs more than it saves (measured: about half the hook time)
+            # the hooks' tensors are small (per-example norms, one layer's spikes), so the CPU thread pool's
+            # fork/join per op buys nothing: one thread costs the same on an idle machine and half the hook
+            # time when another process competes for the cores (measured on scnn1d, 2 cores)
             threads = torch.get_num_threads()
             torch.set_num_threads(1)
             try:
