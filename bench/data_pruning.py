@@ -572,8 +572,10 @@ def markdown(payload: dict[str, Any]) -> str:
         "'fewer epochs' (b·E passes of full data) and InfoBatch (its first epoch full, then calibrated to the "
         "budget). Accuracy is test accuracy in percent, mean ± 95% interval; differences are paired per seed "
         "(Student t), with a verdict.",
-        run_time_line(payload)[:-1] + "; the machine was shared with other work during the grid, so its train "
-        "seconds are not timings (see Speed).",
+        run_time_line(
+            payload,
+            "the machine was shared with other work during the grid, so its train seconds are not timings (see Speed)",
+        ),
         "",
     ]
     for name, entry in payload["grid"].items():

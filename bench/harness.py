@@ -71,8 +71,9 @@ def environment() -> dict[str, Any]:
     }
 
 
-def run_time_line(payload: dict[str, Any]) -> str:
-    """The run-time sentence of a resumable grid: this invocation's time, and how many runs it only reloaded."""
+def run_time_line(payload: dict[str, Any], caveat: str = "") -> str:
+    """The run-time sentence of a resumable grid: this invocation's time, how many runs it only reloaded,
+    and an optional ``caveat`` clause."""
     env = payload["environment"]
     line = (
         f"Measured run time: {payload['total_seconds'] / 60:.1f} min on {env['threads']} threads "
@@ -84,7 +85,7 @@ def run_time_line(payload: dict[str, Any]) -> str:
             f" for the {len(payload['runs']) - resumed} runs of this invocation; {resumed} runs were resumed "
             "from the runs file (computed by earlier invocations)"
         )
-    return line + "."
+    return line + (f"; {caveat}" if caveat else "") + "."
 
 
 def write_results(name: str, payload: dict[str, Any], markdown: str, out_dir: Path | None = None) -> Path:
