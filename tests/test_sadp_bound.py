@@ -8,9 +8,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
+from spikeprune.datapruning import probe_kernels
 from spikeprune.datapruning.probe import SpikeProbe, delta_norm, spike_aware_score
 from spikeprune.models import build_model
-from spikeprune.snn import LIF, PerStep
+from spikeprune.snn import LIF, PerStep, build_surrogate
 
 
 class PooledNet(nn.Module):
@@ -122,6 +123,7 @@ def test_probe_skips_evaluation_and_rejects_mpbn():
 
 
 def test_probe_hooks_run_on_one_thread_and_give_the_threads_back(monkeypatch):
+    monkeypatch.setattr(probe_kernels, "usable", lambda *args: False)  # the tensor path (GPUs, no numba)
     model = build_model("mlp", input_shape=(1, 4, 4), hidden=(8,), timesteps=2)
     probe = SpikeProbe(model)
     surrogate, seen = probe.neuron.surrogate, []
@@ -140,6 +142,94 @@ def test_probe_hooks_run_on_one_thread_and_give_the_threads_back(monkeypatch):
         assert set(probe.collect()) >= {"sadp_q", "sadp_rr"}
     finally:
         torch.set_num_threads(before)
+
+
+class ConvNormNet(nn.Module):
+    """conv (with bias) → BatchNorm2d (no affine) → LIF → average pool → readout: the batch-variance and
+    conv-bias terms of the synapse bound, in training mode."""
+
+    def __init__(self, timesteps: int) -> None:
+        super().__init__()
+        self.timesteps = timesteps
+        self.conv = PerStep(nn.Conv2d(2, 6, 3, padding=1, bias=True), nn.BatchNorm2d(6, affine=False))
+        self.neuron = LIF(v_reset=None, surrogate=build_surrogate("triangle"))
+        self.head = PerStep(nn.AvgPool2d(5), nn.Flatten(), nn.Linear(6, 5))
+
+    def forward(self, x):
+        seq = x.unsqueeze(0).expand(self.timesteps, *x.shape)
+        return self.head(self.neuron(self.conv(seq))).mean(0)
+
+
+PATHS = {
+    "scnn1d-atan-hard": lambda: build_model(
+        "scnn1d", input_shape=(1, 12), num_classes=5, channels=6, hidden=12, timesteps=4
+    ),  # fmt: skip
+    "scnn-sigmoid-soft": lambda: build_model(
+        "scnn",
+        input_shape=(1, 8, 8),
+        num_classes=5,
+        channels=(4, 6),
+        hidden=16,
+        timesteps=3,
+        surrogate="sigmoid",
+        v_reset=None,
+    ),  # fmt: skip
+    "mlp-triangle-detach": lambda: build_model(
+        "mlp",
+        input_shape=(1, 6, 6),
+        num_classes=5,
+        hidden=(20, 16),
+        norm="none",
+        surrogate="triangle",
+        detach_reset=True,
+        timesteps=4,
+    ),  # fmt: skip
+    "mlp-soft-detach": lambda: build_model(
+        "mlp",
+        input_shape=(1, 6, 6),
+        num_classes=5,
+        hidden=(20,),
+        norm="none",
+        v_reset=None,
+        detach_reset=True,
+        timesteps=2,
+    ),  # fmt: skip
+    "conv-bias-bn": lambda: ConvNormNet(timesteps=3),
+    "spiking-readout": lambda: _our_net({"v_reset": None}),
+}
+
+
+@pytest.mark.parametrize("case", list(PATHS))
+def test_compiled_probe_matches_the_tensor_path(case, monkeypatch):
+    """On CPU the probe's reductions run as numba kernels; they must give what the tensor path gives
+    (which runs on GPUs and without numba), in training mode (batch statistics) and for every reset."""
+    pytest.importorskip("numba")
+    torch.manual_seed(0)
+    model = PATHS[case]().train()
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d)):
+                module.weight.mul_(3.0)
+    shape = {"scnn1d-atan-hard": (1, 12), "scnn-sigmoid-soft": (1, 8, 8), "conv-bias-bn": (2, 5, 5)}.get(
+        case, (1, 6, 6)
+    )
+    x = torch.rand(32, *shape) * 2
+    probe = SpikeProbe(model)
+    calls = []
+    for name in ("neuron_bound", "synapse_norms", "batch_norm_scale", "readout_terms"):
+        real = getattr(probe_kernels, name)
+        monkeypatch.setattr(probe_kernels, name, lambda *a, _real=real, _name=name: calls.append(_name) or _real(*a))
+    model(x)
+    compiled = probe.collect()
+    assert "neuron_bound" in calls and "synapse_norms" in calls
+    assert ("batch_norm_scale" in calls) == (case in ("scnn1d-atan-hard", "scnn-sigmoid-soft", "conv-bias-bn"))
+    monkeypatch.setattr(probe_kernels, "usable", lambda *args: False)
+    model(x)
+    tensor = probe.collect()
+    assert compiled.keys() == tensor.keys()
+    for key in compiled:
+        torch.testing.assert_close(compiled[key], tensor[key], rtol=1e-4, atol=1e-6, msg=key)
+    assert compiled.get("sadp_q", compiled.get("sadp_w")).abs().sum() > 0  # not vacuous
 
 
 # ---------------------------------------------------------------- spiking readouts (snnTorch's output=True shape)

@@ -17,6 +17,8 @@ flattening or average pooling. With ``δ = softmax(z) − onehot(y)`` (see ``doc
 
 Everything except ``δ`` comes from forward quantities, so the hooks store per-example
 ``q = k·g_BN·Σ_t β_t·‖x_t‖'`` and ``‖r‖²``; the score needs only the logits on top of them.
+On CPU each hook is one compiled call (:mod:`~spikeprune.datapruning.probe_kernels`); elsewhere, or
+without numba, the same formulas run as tensor operations.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import time
 import torch
 from torch import Tensor, nn
 
+from spikeprune.datapruning import probe_kernels
 from spikeprune.errors import SpikepruneError
 from spikeprune.models.base import is_recomputing
 from spikeprune.snn.neurons import SpikingNeuron
@@ -99,6 +102,8 @@ class SpikeProbe:
             *[norm.register_forward_hook(self._on_norm) for norm in self.norms],
         ]
         self.neuron.record = True
+        if next(model.parameters()).device.type == "cpu":
+            probe_kernels.warm()  # compiling or loading the kernels is not part of the first scored step
         if self.output is not None:
             self._handles.append(self.output.register_forward_hook(self._on_output))
             self.output.record = True
@@ -136,6 +141,11 @@ class SpikeProbe:
 
     @_timed
     def _on_synapse(self, module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
+        self._state["bn_scale"] = 1.0
+        if probe_kernels.usable(inputs[0]):
+            positions = (math.prod(output.shape[2:]) if output.dim() > 2 else 1) if module.bias is not None else 0
+            self._state["x_norm"] = probe_kernels.synapse_norms(module, inputs[0], positions)
+            return
         norms = torch.linalg.vector_norm(inputs[0].detach().flatten(1), dim=1, dtype=torch.float32)  # per call row
         area = math.prod(module.kernel_size) if isinstance(module, (nn.Conv1d, nn.Conv2d)) else 1
         if module.bias is None:  # sqrt(area·‖x‖²) in one op
@@ -143,11 +153,15 @@ class SpikeProbe:
         else:
             positions = math.prod(output.shape[2:]) if output.dim() > 2 else 1
             self._state["x_norm"] = norms.square_().mul_(area).add_(positions).sqrt_()
-        self._state["bn_scale"] = 1.0
 
     @_timed
     def _on_norm(self, module: nn.modules.batchnorm._BatchNorm, inputs: tuple[Tensor, ...], output: Tensor) -> None:
         if module.training or module.running_var is None:
+            if probe_kernels.usable(inputs[0]):
+                self._state["bn_scale"] = self._state.get("bn_scale", 1.0) * probe_kernels.batch_norm_scale(
+                    module, inputs[0]
+                )
+                return
             x = inputs[0].detach().float()
             dims = [0, *range(2, x.dim())]
             # E[x²] − E[x]²: on CPU several times faster than Tensor.var's Welford pass over dim 0
@@ -182,12 +196,8 @@ class SpikeProbe:
 
     @_timed
     def _on_neuron(self, module: SpikingNeuron, inputs: tuple[Tensor, ...], output: Tensor) -> None:
-        spikes = module.records["spikes"].float()
-        h = module.records["membrane"].float()
+        spikes, h = module.records["spikes"], module.records["membrane"]
         steps, batch = spikes.shape[:2]
-        sg, coef = self._slopes(module, spikes, h)
-        sg_norm = sg.flatten(2).norm(dim=2)  # [T, B]
-        carry = coef.abs_().flatten(2).amax(dim=2).mul_(module.decay)  # λ·ρ_t, [T, B]
         x_norm = self._state.pop("x_norm", None)
         if x_norm is None:
             raise SpikepruneError(f"SADP probe: synapse {self.names['synapse']} did not run before the last neuron")
@@ -195,6 +205,15 @@ class SpikeProbe:
             x_norm.view(steps, batch) if x_norm.numel() == steps * batch else x_norm.view(1, batch).expand(steps, -1)
         )
         scale = self._gain(module) * self._state.pop("bn_scale", 1.0)
+        self._state["timesteps"] = float(steps)
+        self._state["spikes_per_example"] = float(math.prod(spikes.shape[2:]))
+        if probe_kernels.usable(h, module):
+            result = probe_kernels.neuron_bound(module, spikes, h, x_norm, float(scale), self.output is not None)
+            self._state["w" if self.output is not None else "q"] = result
+            return
+        sg, coef = self._slopes(module, spikes.float(), h.float())
+        sg_norm = sg.flatten(2).norm(dim=2)  # [T, B]
+        carry = coef.abs_().flatten(2).amax(dim=2).mul_(module.decay)  # λ·ρ_t, [T, B]
         if self.output is None:
             # q = Σ_t β_t·X_t with β_t = ‖σ'_t‖ + λρ_t·β_{t+1} (backward in time)
             beta = sg_norm[-1]
@@ -211,8 +230,6 @@ class SpikeProbe:
             for t in range(1, steps):
                 accumulated[t] = x_norm[t] + carry[t - 1] * accumulated[t - 1]
             self._state["w"] = scale * sg_norm * accumulated
-        self._state["timesteps"] = float(steps)
-        self._state["spikes_per_example"] = float(spikes[0, 0].numel())
 
     @_timed
     def _on_readout(self, module: nn.Linear, inputs: tuple[Tensor, ...], output: Tensor) -> None:
@@ -223,8 +240,12 @@ class SpikeProbe:
         per_example = float(self._state.get("spikes_per_example", a.shape[-1]))
         if self.pooled and per_example % a.shape[-1] == 0:
             area = per_example / a.shape[-1]
-        self._state["c_w"] = module.weight.detach().float().norm(dim=0).max() / area
         bias = 1.0 if module.bias is not None else 0.0
+        if self.output is None and probe_kernels.usable(a) and module.weight.dtype == torch.float32:
+            self._state["rr"], c_w = probe_kernels.readout_terms(a, module.weight, bias)
+            self._state["c_w"] = c_w / area
+            return
+        self._state["c_w"] = module.weight.detach().float().norm(dim=0).max() / area
         if self.output is None:
             self._state["rr"] = a.mean(0).square().sum(1) + bias
         else:
