@@ -704,10 +704,12 @@ def main(argv: list[str] | None = None) -> dict:
         }
         write_results(f"{NAME}_timing", payload, "\n".join(timing_markdown(payload)), out_dir)
         main_json = out_dir / f"{NAME}.json"
-        if main_json.exists():  # put the timing into the main report too
-            report = json.loads(main_json.read_text())
+        report = json.loads(main_json.read_text()) if main_json.exists() else {}
+        if "budgets" in report.get("settings", {}):  # put the timing into the main (equal-cost) report too
             report["timing"] = payload
             write_results(NAME, report, markdown(report), out_dir)
+        elif report:
+            print(f"{main_json} predates the equal-cost grid: the timing joins it when the grid writes it")
         return payload
     seeds = q.get("seeds", tuple(args.seeds))
     if args.report:  # the grid and diagnostics ran already: aggregate again with this code
