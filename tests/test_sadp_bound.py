@@ -160,42 +160,25 @@ class ConvNormNet(nn.Module):
         return self.head(self.neuron(self.conv(seq))).mean(0)
 
 
-PATHS = {
-    "scnn1d-atan-hard": lambda: build_model(
-        "scnn1d", input_shape=(1, 12), num_classes=5, channels=6, hidden=12, timesteps=4
-    ),  # fmt: skip
-    "scnn-sigmoid-soft": lambda: build_model(
+PATHS = {  # model, input shape, options
+    "scnn1d-atan-hard": ("scnn1d", (1, 12), dict(channels=6, hidden=12, timesteps=4)),
+    "scnn-sigmoid-soft": (
         "scnn",
-        input_shape=(1, 8, 8),
-        num_classes=5,
-        channels=(4, 6),
-        hidden=16,
-        timesteps=3,
-        surrogate="sigmoid",
-        v_reset=None,
+        (1, 8, 8),
+        dict(channels=(4, 6), hidden=16, timesteps=3, surrogate="sigmoid", v_reset=None),
     ),  # fmt: skip
-    "mlp-triangle-detach": lambda: build_model(
+    "mlp-triangle-detach": (
         "mlp",
-        input_shape=(1, 6, 6),
-        num_classes=5,
-        hidden=(20, 16),
-        norm="none",
-        surrogate="triangle",
-        detach_reset=True,
-        timesteps=4,
+        (1, 6, 6),
+        dict(hidden=(20, 16), norm="none", surrogate="triangle", detach_reset=True, timesteps=4),
     ),  # fmt: skip
-    "mlp-soft-detach": lambda: build_model(
+    "mlp-soft-detach": (
         "mlp",
-        input_shape=(1, 6, 6),
-        num_classes=5,
-        hidden=(20,),
-        norm="none",
-        v_reset=None,
-        detach_reset=True,
-        timesteps=2,
-    ),  # fmt: skip
-    "conv-bias-bn": lambda: ConvNormNet(timesteps=3),
-    "spiking-readout": lambda: _our_net({"v_reset": None}),
+        (1, 6, 6),
+        dict(hidden=(20,), norm="none", v_reset=None, detach_reset=True, timesteps=2),
+    ),
+    "conv-bias-bn": (ConvNormNet, (2, 5, 5), {}),
+    "spiking-readout": (None, (1, 6, 6), {}),
 }
 
 
@@ -205,14 +188,18 @@ def test_compiled_probe_matches_the_tensor_path(case, monkeypatch):
     (which runs on GPUs and without numba), in training mode (batch statistics) and for every reset."""
     pytest.importorskip("numba")
     torch.manual_seed(0)
-    model = PATHS[case]().train()
+    name, shape, options = PATHS[case]
+    if name is None:
+        model = _our_net({"v_reset": None})
+    elif isinstance(name, str):
+        model = build_model(name, input_shape=shape, num_classes=5, **options)
+    else:
+        model = name(timesteps=3)
+    model.train()
     with torch.no_grad():
         for module in model.modules():
             if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d)):
                 module.weight.mul_(3.0)
-    shape = {"scnn1d-atan-hard": (1, 12), "scnn-sigmoid-soft": (1, 8, 8), "conv-bias-bn": (2, 5, 5)}.get(
-        case, (1, 6, 6)
-    )
     x = torch.rand(32, *shape) * 2
     probe = SpikeProbe(model)
     calls = []

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from spikeprune.snn.kernels import SURROGATE_CODES
+from spikeprune.snn.kernels import SURROGATE_CODES, compile_kernels
 from spikeprune.snn.neurons import SpikingNeuron
 
 _KERNELS: dict[str, Any] = {}
@@ -28,10 +28,12 @@ _KERNELS: dict[str, Any] = {}
 def _compile() -> dict[str, Any] | None:
     if _KERNELS:
         return _KERNELS
-    try:
-        import numba
-    except ImportError:
+    neuron_kernels = compile_kernels()
+    if neuron_kernels is None:  # no numba
         return None
+    import numba
+
+    surrogate_slopes = neuron_kernels["surrogate_slopes"]
 
     def neuron_bound(  # pragma: no cover - compiled
         h, spikes, x_norm, code, a, c1, c2, threshold, v_reset, soft, detach, decay, scale, forward_in_time, out
@@ -45,18 +47,7 @@ def _compile() -> dict[str, Any] | None:
         for t in range(steps):
             for b in range(batch):
                 row, fired = h[t, b], spikes[t, b]
-                # each branch sits outside the inner loop, so the loops vectorise
-                if code == 0:  # ATan: α/2 / (1 + (π/2·α·z)²)
-                    for i in range(size):
-                        z = row[i] - threshold
-                        sg[i] = c2 / (np.float32(1.0) + c1 * z * z)
-                elif code == 1:  # Sigmoid: α·s·(1 − s), s = sig(α·z)
-                    for i in range(size):
-                        e = np.float32(1.0) / (np.float32(1.0) + np.exp(-a * (row[i] - threshold)))
-                        sg[i] = a * (e - e * e)
-                else:  # Triangle: max(0, α − α²·|z|)
-                    for i in range(size):
-                        sg[i] = max(np.float32(0.0), a - c1 * abs(row[i] - threshold))
+                surrogate_slopes(row, threshold, code, a, c1, c2, sg)
                 total = np.float32(0.0)
                 for i in range(size):
                     total += sg[i] * sg[i]

@@ -30,7 +30,9 @@ PARALLEL = 1 << 20  # elements from which a call is spread over threads (below, 
 _KERNELS: dict[str, Any] = {}
 
 
-def _compile() -> dict[str, Any] | None:
+def compile_kernels() -> dict[str, Any] | None:
+    """The compiled kernels by name (compiled or loaded from the disk cache on first call), or ``None``
+    without numba. ``surrogate_slopes`` is shared with other kernels (SADP's probe)."""
     if _KERNELS:
         return _KERNELS
     try:
@@ -39,6 +41,21 @@ def _compile() -> dict[str, Any] | None:
         return None
     njit, prange = numba.njit, numba.prange
     options = dict(nogil=True, cache=True, error_model="numpy")
+
+    @njit(inline="always", **options)
+    def surrogate_slopes(h, threshold, code, a, c1, c2, sg):  # pragma: no cover - compiled
+        # sg[i] = σ'(h[i] − θ) over one row; each branch sits outside its loop, so the loops vectorise
+        if code == 0:  # ATan: α/2 / (1 + (π/2·α·z)²)
+            for i in range(h.shape[0]):
+                z = h[i] - threshold
+                sg[i] = c2 / (np.float32(1.0) + c1 * z * z)
+        elif code == 1:  # Sigmoid: α·s·(1 − s), s = sig(α·z)
+            for i in range(h.shape[0]):
+                e = np.float32(1.0) / (np.float32(1.0) + np.exp(-a * (h[i] - threshold)))
+                sg[i] = a * (e - e * e)
+        else:  # Triangle: max(0, α − α²·|z|)
+            for i in range(h.shape[0]):
+                sg[i] = max(np.float32(0.0), a - c1 * abs(h[i] - threshold))
 
     def forward(x, spikes, h_out, k, threshold, v_rest, v_reset, mode, soft):  # pragma: no cover - compiled
         # mode 0: h = v + k·(x − (v − v_r)); 1: h = v − k·(v − v_r) + x; 2 (IF): h = v + x
@@ -80,17 +97,7 @@ def _compile() -> dict[str, Any] | None:
                     grad_s[t, start : start + count],
                     grad_x[t, start : start + count],
                 )
-                if code == 0:  # ATan: α/2 / (1 + (π/2·α·z)²)
-                    for i in range(count):
-                        z = h[i] - threshold
-                        sg[i] = c2 / (np.float32(1.0) + c1 * z * z)
-                elif code == 1:  # Sigmoid: α·s·(1 − s), s = sig(α·z)
-                    for i in range(count):
-                        e = np.float32(1.0) / (np.float32(1.0) + np.exp(-a * (h[i] - threshold)))
-                        sg[i] = a * (e - e * e)
-                else:  # Triangle: max(0, α − α²·|z|)
-                    for i in range(count):
-                        sg[i] = max(np.float32(0.0), a - c1 * abs(h[i] - threshold))
+                surrogate_slopes(h, threshold, code, a, c1, c2, sg)
                 if t == steps - 1:
                     for i in range(count):
                         nxt[i] = gs[i] * sg[i]
@@ -119,6 +126,7 @@ def _compile() -> dict[str, Any] | None:
     for name, function in (("forward", forward), ("backward", backward)):
         _KERNELS[name] = njit(**options)(function)
         _KERNELS[name + "_parallel"] = njit(parallel=True, **options)(function)
+    _KERNELS["surrogate_slopes"] = surrogate_slopes
     return _KERNELS
 
 
@@ -132,7 +140,7 @@ def usable(x: Tensor, k: Tensor | float, needs_k: bool, needs_alpha: bool, surro
         and not needs_alpha
         and type(surrogate).__name__ in SURROGATE_CODES
         and x.numel() >= CHUNK  # tiny layers: the tensor path's overhead is lower
-        and _compile() is not None
+        and compile_kernels() is not None
     )
 
 
@@ -150,7 +158,7 @@ def _kernel(name: str, elements: int):
 def warm() -> None:
     """Load (or compile) every kernel now, so that the first timed training step does not pay for it.
     The Trainer calls it on CPU; without numba it does nothing."""
-    if _compile() is None:
+    if compile_kernels() is None:
         return
     f32 = np.float32
     x = np.zeros((2, CHUNK), np.float32)
@@ -162,7 +170,7 @@ def warm() -> None:
 
 def forward(x: Tensor, k: float, dyn) -> tuple[Tensor, Tensor]:
     """Spikes and charged membranes ``[T, ...]`` of one call."""
-    _compile()
+    compile_kernels()
     flat = x.detach().contiguous().reshape(x.shape[0], -1)
     spikes, h_seq = torch.empty_like(flat), torch.empty_like(flat)
     mode = 2 if dyn.integrate_only else (0 if dyn.decay_input else 1)
@@ -176,7 +184,7 @@ def forward(x: Tensor, k: float, dyn) -> tuple[Tensor, Tensor]:
 
 def backward(h_seq: Tensor, grad_s: Tensor, k: float, dyn, surrogate: object, alpha: float) -> Tensor:
     """The input gradient, from the saved membranes and the spikes' gradient."""
-    _compile()
+    compile_kernels()
     flat_h = h_seq.reshape(h_seq.shape[0], -1)
     flat_g = grad_s.contiguous().reshape(flat_h.shape)
     grad_x = torch.empty_like(flat_h)
