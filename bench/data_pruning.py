@@ -19,8 +19,8 @@
    difference to random and to InfoBatch (and to full data) with a 95% interval and a verdict
    (``bench/stats.py``).
 2. **Speed** (``--timing``, on an idle machine): per workload, full data and every method at every
-   budget, on ``TIMING_EXAMPLES`` training examples, in rotating order, ``TIMING_REPEATS`` repeats (seeds);
-   medians of the speedup against full data, against the ideal ``1/b``, and SADP's scoring overhead.
+   budget, on ``TIMING_EXAMPLES`` training examples, in rotating order after one discarded full-data run,
+   ``TIMING_REPEATS`` repeats (seeds); medians of the speedup against full data, against the ideal ``1/b``, and SADP's scoring overhead.
 3. **Score quality and variance** on each workload's seed-0 full-data model: Spearman correlation of
    SADP's score and of the ANN bound ``‖δ‖`` with the exact per-example gradient norm, and the variance
    of the weighted gradient estimator at k = N/2 under uniform and importance sampling (ANN bound,
@@ -85,7 +85,7 @@ SAMPLE_FRACTION = 0.5
 EPSILON = 0.1
 GRAD_CHUNK = 32
 TIMING_EXAMPLES = {"mnist1d40k-scnn1d": 8000, "nmnist5k-vggsnn": 1024, "mnist5k-scnn": 2000}
-TIMING_REPEATS = 3
+TIMING_REPEATS = 5
 
 QUICK = dict(
     workloads=("mnist5k-scnn",),
@@ -322,6 +322,10 @@ def timing(workloads: list[Workload], budgets, methods, repeats: int, examples: 
     out: dict[str, Any] = {}
     for workload in workloads:
         samples: dict[str, list[dict[str, float]]] = {}
+        # a discarded full-data run first: a fresh process's first runs are slower (scnn1d: 5.0 s per epoch in
+        # the first, about 4.2 s in the next three), which would favour whichever contender runs first
+        train, test = datasets(workload, 0, examples.get(workload.name), 256)
+        Trainer(workload.config(0), None, train_set=train, test_set=test).fit()
         for repeat in range(repeats):
             train, test = datasets(workload, repeat, examples.get(workload.name), 256)
             contenders = [("full", 1.0)] + [(m, b) for b in budgets for m in methods]
@@ -653,7 +657,8 @@ def timing_markdown(timing_payload: dict[str, Any]) -> list[str]:
         "",
         f"`bench/data_pruning.py --timing`, with nothing else running: {env['threads']} threads ({env['processor']}). "
         f"Per workload, full data and every method at every budget on a subset of the training data, in "
-        f"rotating order, {timing_payload['repeats']} repeats (seeds); train seconds exclude evaluation. Speedup = "
+        f"rotating order after one discarded full-data run, {timing_payload['repeats']} repeats (seeds); train "
+        "seconds exclude evaluation. Speedup = "
         "full-data seconds / method seconds, median over repeats; ideal = 1 / realized cost.",
         "",
         "| workload | examples | budget | method | speedup | ideal | fraction of ideal | scoring overhead |",
