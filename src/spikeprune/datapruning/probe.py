@@ -241,7 +241,7 @@ class SpikeProbe:
         if self.pooled and per_example % a.shape[-1] == 0:
             area = per_example / a.shape[-1]
         bias = 1.0 if module.bias is not None else 0.0
-        if self.output is None and probe_kernels.usable(a) and module.weight.dtype == torch.float32:
+        if self.output is None and a.dim() == 3 and probe_kernels.usable(a) and module.weight.dtype == torch.float32:
             self._state["rr"], c_w = probe_kernels.readout_terms(a, module.weight, bias)
             self._state["c_w"] = c_w / area
             return
