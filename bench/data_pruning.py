@@ -20,7 +20,8 @@
    (``bench/stats.py``).
 2. **Speed** (``--timing``, on an idle machine): per workload, full data and every method at every
    budget, on ``TIMING_EXAMPLES`` training examples, in rotating order after one discarded full-data run,
-   ``TIMING_REPEATS`` repeats (seeds); medians of the speedup against full data, against the ideal ``1/b``, and SADP's scoring overhead.
+   ``TIMING_REPEATS`` repeats (seeds); medians of the speedup against full data, against the ideal ``1/b``,
+   and SADP's scoring overhead.
 3. **Score quality and variance** on each workload's seed-0 full-data model: Spearman correlation of
    SADP's score and of the ANN bound ``‖δ‖`` with the exact per-example gradient norm, and the variance
    of the weighted gradient estimator at k = N/2 under uniform and importance sampling (ANN bound,
@@ -671,8 +672,6 @@ def timing_markdown(timing_payload: dict[str, Any]) -> list[str]:
                 f"| {name} | {entry['train_examples']} | {cell['budget']:.0%} | {LABELS[cell['method']]} | "
                 f"{cell['speedup']:.2f}× | {cell['ideal']:.2f}× | {100 * cell['fraction_of_ideal']:.1f}% | {overhead} |"
             )
-    if timing_payload.get("notes"):
-        lines += ["", timing_payload["notes"]]
     lines.append("")
     return lines
 

@@ -166,12 +166,12 @@ PATHS = {  # model, input shape, options
         "scnn",
         (1, 8, 8),
         dict(channels=(4, 6), hidden=16, timesteps=3, surrogate="sigmoid", v_reset=None),
-    ),  # fmt: skip
+    ),
     "mlp-triangle-detach": (
         "mlp",
         (1, 6, 6),
         dict(hidden=(20, 16), norm="none", surrogate="triangle", detach_reset=True, timesteps=4),
-    ),  # fmt: skip
+    ),
     "mlp-soft-detach": (
         "mlp",
         (1, 6, 6),

@@ -141,28 +141,29 @@ class SpikeProbe:
 
     @_timed
     def _on_synapse(self, module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
-        self._state["bn_scale"] = 1.0
-        if probe_kernels.usable(inputs[0]):
-            positions = (math.prod(output.shape[2:]) if output.dim() > 2 else 1) if module.bias is not None else 0
-            self._state["x_norm"] = probe_kernels.synapse_norms(module, inputs[0], positions)
-            return
-        norms = torch.linalg.vector_norm(inputs[0].detach().flatten(1), dim=1, dtype=torch.float32)  # per call row
         area = math.prod(module.kernel_size) if isinstance(module, (nn.Conv1d, nn.Conv2d)) else 1
-        if module.bias is None:  # sqrt(area·‖x‖²) in one op
-            self._state["x_norm"] = norms.mul_(math.sqrt(area)) if area > 1 else norms
+        positions = (math.prod(output.shape[2:]) if output.dim() > 2 else 1) if module.bias is not None else 0
+        if probe_kernels.usable(inputs[0]):
+            x_norm = probe_kernels.synapse_norms(inputs[0], area, positions)
         else:
-            positions = math.prod(output.shape[2:]) if output.dim() > 2 else 1
-            self._state["x_norm"] = norms.square_().mul_(area).add_(positions).sqrt_()
+            norms = torch.linalg.vector_norm(inputs[0].detach().flatten(1), dim=1, dtype=torch.float32)  # per call row
+            x_norm = (
+                norms.mul_(math.sqrt(area)) if positions == 0 else norms.square_().mul_(area).add_(positions).sqrt_()
+            )
+        self._state["x_norm"] = x_norm
+        self._state["bn_scale"] = 1.0
 
     @_timed
     def _on_norm(self, module: nn.modules.batchnorm._BatchNorm, inputs: tuple[Tensor, ...], output: Tensor) -> None:
+        self._state["bn_scale"] = self._state.get("bn_scale", 1.0) * self._norm_scale(module, inputs[0])
+
+    @staticmethod
+    def _norm_scale(module: nn.modules.batchnorm._BatchNorm, x: Tensor) -> Tensor | float:
+        """The largest ``|γ|/σ`` of the norm, with the batch's σ in training mode."""
         if module.training or module.running_var is None:
-            if probe_kernels.usable(inputs[0]):
-                self._state["bn_scale"] = self._state.get("bn_scale", 1.0) * probe_kernels.batch_norm_scale(
-                    module, inputs[0]
-                )
-                return
-            x = inputs[0].detach().float()
+            if probe_kernels.usable(x):
+                return probe_kernels.batch_norm_scale(module, x)
+            x = x.detach().float()
             dims = [0, *range(2, x.dim())]
             # E[x²] − E[x]²: on CPU several times faster than Tensor.var's Welford pass over dim 0
             var = x.square().mean(dims).sub_(x.mean(dims).square_()).clamp_(min=0)
@@ -171,8 +172,7 @@ class SpikeProbe:
         inverse_std = (var + module.eps).rsqrt_()
         if module.affine:
             inverse_std.mul_(module.weight.detach().float().abs())
-        scale = inverse_std.max()  # stays on the device: no sync per step
-        self._state["bn_scale"] = self._state.get("bn_scale", 1.0) * scale
+        return inverse_std.max()  # stays on the device: no sync per step
 
     @staticmethod
     def _slopes(module: SpikingNeuron, spikes: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
@@ -242,12 +242,13 @@ class SpikeProbe:
             area = per_example / a.shape[-1]
         bias = 1.0 if module.bias is not None else 0.0
         if self.output is None and a.dim() == 3 and probe_kernels.usable(a) and module.weight.dtype == torch.float32:
-            self._state["rr"], c_w = probe_kernels.readout_terms(a, module.weight, bias)
-            self._state["c_w"] = c_w / area
-            return
-        self._state["c_w"] = module.weight.detach().float().norm(dim=0).max() / area
+            rr, c_w = probe_kernels.readout_terms(a, module.weight, bias)
+        else:
+            c_w = module.weight.detach().float().norm(dim=0).max()
+            rr = a.mean(0).square().sum(1) + bias if self.output is None else None
+        self._state["c_w"] = c_w / area
         if self.output is None:
-            self._state["rr"] = a.mean(0).square().sum(1) + bias
+            self._state["rr"] = rr
         else:
             self._state["gram"] = torch.einsum("tbh,sbh->bts", a, a)  # a_t·a_s per example
             self._state["bias"] = torch.full((a.shape[1],), bias, device=a.device)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from spikeprune.snn.kernels import SURROGATE_CODES, compile_kernels
+from spikeprune.snn.kernels import SURROGATE_CODES, compile_kernels, surrogate_constants
 from spikeprune.snn.neurons import SpikingNeuron
 
 _KERNELS: dict[str, Any] = {}
@@ -180,24 +180,22 @@ def neuron_bound(
     # contiguous arrays: one compiled signature per kernel (the one warm() loads)
     h3 = np.ascontiguousarray(h.detach().reshape(steps, batch, -1).numpy())
     s3 = np.ascontiguousarray(spikes.detach().reshape(steps, batch, -1).float().numpy())
-    code = SURROGATE_CODES[type(module.surrogate).__name__]
     alpha = float(module.surrogate.alpha)
-    c1 = (math.pi / 2 * alpha) ** 2 if code == 0 else alpha * alpha
+    code, c1, c2 = surrogate_constants(module.surrogate, alpha)
     out = np.empty((steps if forward_in_time else 1, batch), np.float32)
     f32 = np.float32
     v_reset = 0.0 if module.v_reset is None else module.v_reset
     x2 = np.ascontiguousarray(x_norm.float().numpy())
-    _KERNELS["neuron_bound"](h3, s3, x2, code, f32(alpha), f32(c1), f32(alpha / 2), f32(module.v_threshold),
+    _KERNELS["neuron_bound"](h3, s3, x2, code, f32(alpha), f32(c1), f32(c2), f32(module.v_threshold),
                              f32(v_reset), module.v_reset is None, module.detach_reset, f32(module.decay), f32(scale),
                              forward_in_time, out)  # fmt: skip
     return torch.from_numpy(out if forward_in_time else out[0])
 
 
-def synapse_norms(module: nn.Module, x: Tensor, positions: int) -> Tensor:
+def synapse_norms(x: Tensor, area: int, positions: int) -> Tensor:
     """``sqrt(area·‖x_r‖² + positions)`` per row of the synapse input (``positions`` = 0 without a bias)."""
     flat = np.ascontiguousarray(x.detach().reshape(x.shape[0], -1).numpy())
     out = np.empty(flat.shape[0], np.float32)
-    area = math.prod(module.kernel_size) if isinstance(module, (nn.Conv1d, nn.Conv2d)) else 1
     _KERNELS["synapse_norms"](flat, np.float32(area), np.float32(positions), out)
     return torch.from_numpy(out)
 

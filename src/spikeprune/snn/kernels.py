@@ -182,19 +182,25 @@ def forward(x: Tensor, k: float, dyn) -> tuple[Tensor, Tensor]:
     return spikes.reshape(x.shape), h_seq.reshape(x.shape)
 
 
+def surrogate_constants(surrogate: object, alpha: float) -> tuple[int, float, float]:
+    """``(code, c1, c2)`` for ``surrogate_slopes``: the surrogate's code, ``(π/2·α)²`` (ATan) or ``α²``, and ``α/2``."""
+    code = SURROGATE_CODES[type(surrogate).__name__]
+    c1 = (math.pi / 2 * alpha) ** 2 if code == 0 else alpha * alpha
+    return code, c1, alpha / 2
+
+
 def backward(h_seq: Tensor, grad_s: Tensor, k: float, dyn, surrogate: object, alpha: float) -> Tensor:
     """The input gradient, from the saved membranes and the spikes' gradient."""
     compile_kernels()
     flat_h = h_seq.reshape(h_seq.shape[0], -1)
     flat_g = grad_s.contiguous().reshape(flat_h.shape)
     grad_x = torch.empty_like(flat_h)
-    code = SURROGATE_CODES[type(surrogate).__name__]
-    c1 = (math.pi / 2 * alpha) ** 2 if code == 0 else alpha * alpha
+    code, c1, c2 = surrogate_constants(surrogate, alpha)
     f32 = np.float32
     decay = 1.0 if dyn.integrate_only else 1.0 - k
     scale_x = dyn.decay_input and not dyn.integrate_only
     v_reset = 0.0 if dyn.v_reset is None else dyn.v_reset
     kernel = _kernel("backward", flat_h.numel())
     kernel(flat_h.numpy(), flat_g.numpy(), grad_x.numpy(), f32(k), f32(decay), f32(dyn.threshold), f32(v_reset),
-           dyn.v_reset is None, dyn.detach_reset, scale_x, code, f32(alpha), f32(c1), f32(alpha / 2))  # fmt: skip
+           dyn.v_reset is None, dyn.detach_reset, scale_x, code, f32(alpha), f32(c1), f32(c2))  # fmt: skip
     return grad_x.reshape(h_seq.shape)
