@@ -85,6 +85,10 @@ def run_time_line(payload: dict[str, Any], caveat: str = "") -> str:
             f" for the {len(payload['runs']) - resumed} runs of this invocation; {resumed} runs were resumed "
             "from the runs file (computed by earlier invocations)"
         )
+        trained = sum(row.get("train_seconds") or 0.0 for row in payload["runs"])
+        if trained:  # the whole grid's compute, whichever invocation ran each row
+            spent = f"{trained / 3600:.1f} h" if trained >= 3600 else f"{trained / 60:.1f} min"
+            line += f"; all {len(payload['runs'])} runs together trained for {spent}"
     return line + (f"; {caveat}" if caveat else "") + "."
 
 

@@ -33,8 +33,13 @@ def test_data_pruning_benchmark_quick(tmp_path, bench_script):
     assert "vs InfoBatch" in (tmp_path / "data_pruning.md").read_text()
     # resumable: a second call runs nothing new
     lines = runs.read_text().splitlines()
-    bench.main(["--quick", "--out-dir", str(tmp_path), "--runs", str(runs)])
+    again = bench.main(["--quick", "--out-dir", str(tmp_path), "--runs", str(runs)])
     assert runs.read_text().splitlines() == lines
+    # its run time says that this call trained nothing, and what the resumed runs spent
+    trained = sum(row.get("train_seconds", 0.0) for row in again["runs"]) / 60  # infeasible runs: none
+    text = (tmp_path / "data_pruning.md").read_text()
+    assert f"for the 0 runs of this invocation; {len(lines)} runs were resumed" in text
+    assert f"all {len(lines)} runs together trained for {trained:.1f} min" in text
     # the timing phase writes its own file and joins the main report
     bench.main(["--quick", "--timing", "--out-dir", str(tmp_path)])
     timing = json.loads((tmp_path / "data_pruning_timing.json").read_text())
