@@ -566,6 +566,36 @@ def _versus(cell: dict[str, Any], reference: str) -> str:
     return f"{100 * d['mean']:+.2f} ± {100 * d['half_width']:.2f} {v['verdict']}"
 
 
+def sadp_summary(grid: dict[str, Any]) -> list[str]:
+    """SADP's verdicts in every workload and budget in one table, with their tally per reference."""
+    lines = [
+        "## SADP at a glance",
+        "",
+        "| workload | budget | SADP accuracy | vs random | vs InfoBatch | vs full data |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    tally: dict[str, dict[str, int]] = {ref: {} for ref in ("random", "infobatch", "full")}
+    for name, entry in grid.items():
+        for cell in entry["cells"]:
+            if cell["method"] != "sadp" or not cell.get("feasible", False):
+                continue
+            acc = cell["accuracy"]
+            lines.append(
+                f"| {name} | {cell['budget']:.0%} | {100 * acc['mean']:.2f} ± {100 * acc['half_width']:.2f} | "
+                f"{_versus(cell, 'random')} | {_versus(cell, 'infobatch')} | {_versus(cell, 'full')} |"
+            )
+            for ref, counts in tally.items():
+                verdict = cell.get("versus", {}).get(ref, {}).get("verdict")
+                if verdict:
+                    counts[verdict] = counts.get(verdict, 0) + 1
+    lines.append("")
+    for ref, counts in tally.items():
+        if counts:
+            said = ", ".join(f"{k} in {counts[k]}" for k in ("better", "tied", "worse") if k in counts)
+            lines.append(f"- SADP vs {LABELS[ref]}: {said} of {sum(counts.values())} cells.")
+    return [*lines, ""]
+
+
 def markdown(payload: dict[str, Any]) -> str:
     settings = payload["settings"]
     lines = [
@@ -583,6 +613,7 @@ def markdown(payload: dict[str, Any]) -> str:
         ),
         "",
     ]
+    lines += sadp_summary(payload["grid"])
     for name, entry in payload["grid"].items():
         w = payload["workloads"][name]
         full = entry["full"]

@@ -30,7 +30,10 @@ def test_data_pruning_benchmark_quick(tmp_path, bench_script):
     assert quality["sadp_bound_holds_fraction"] == 1.0
     estimators = saved["variance"]["mnist5k-scnn"]["estimators"]
     assert estimators["oracle"]["mse"] <= estimators["uniform"]["mse"]
-    assert "vs InfoBatch" in (tmp_path / "data_pruning.md").read_text()
+    report = (tmp_path / "data_pruning.md").read_text()
+    assert "vs InfoBatch" in report
+    sadp_cells = [c for e in saved["grid"].values() for c in e["cells"] if c["method"] == "sadp" and c["feasible"]]
+    assert "SADP vs random: " in report and f"of {len(sadp_cells)} cells." in report
     # resumable: a second call runs nothing new
     lines = runs.read_text().splitlines()
     again = bench.main(["--quick", "--out-dir", str(tmp_path), "--runs", str(runs)])
