@@ -609,7 +609,8 @@ def markdown(payload: dict[str, Any]) -> str:
         "(Student t), with a verdict.",
         run_time_line(
             payload,
-            "the machine was shared with other work during the grid, so its train seconds are not timings (see Speed)",
+            "the machine was shared with other work during the grid, and the grid was paused while anything was "
+            "timed, so its train seconds (and their sum) are not timings (see Speed)",
         ),
         "",
     ]
@@ -628,11 +629,11 @@ def markdown(payload: dict[str, Any]) -> str:
         ]
         for cell in entry["cells"]:
             if not cell.get("feasible", False):
-                costs = cell.get("realized_costs")
+                spent = sorted({f"{c:.2f}" for c in cell.get("realized_costs", [])})
                 why = (
-                    f"spent {min(costs):.2f}–{max(costs):.2f} of the cost; its drop rate is capped at "
-                    f"{MAX_INFOBATCH_RATIO}"
-                    if costs
+                    f"spent {'–'.join(dict.fromkeys((spent[0], spent[-1])))} of the cost; its drop rate is capped "
+                    f"at {MAX_INFOBATCH_RATIO}"
+                    if spent
                     else "its full first epoch alone costs more"
                 )
                 lines.append(
