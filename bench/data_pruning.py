@@ -629,13 +629,11 @@ def markdown(payload: dict[str, Any]) -> str:
         ]
         for cell in entry["cells"]:
             if not cell.get("feasible", False):
-                spent = sorted({f"{c:.2f}" for c in cell.get("realized_costs", [])})
-                why = (
-                    f"spent {'–'.join(dict.fromkeys((spent[0], spent[-1])))} of the cost; its drop rate is capped "
-                    f"at {MAX_INFOBATCH_RATIO}"
-                    if spent
-                    else "its full first epoch alone costs more"
-                )
+                spent = sorted({f"{c:.2f}" for c in cell.get("realized_costs", [])})  # one figure when all agree
+                why = "its full first epoch alone costs more"
+                if spent:
+                    shown = spent[0] if len(spent) == 1 else f"{spent[0]}–{spent[-1]}"
+                    why = f"spent {shown} of the cost; its drop rate is capped at {MAX_INFOBATCH_RATIO}"
                 lines.append(
                     f"| {cell['budget']:.0%} | {LABELS[cell['method']]} | – | cannot meet this budget ({why}) | | | |"
                 )
