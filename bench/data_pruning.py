@@ -40,6 +40,7 @@ import json
 import math
 import statistics
 import time
+from collections import Counter
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -574,7 +575,7 @@ def sadp_summary(grid: dict[str, Any]) -> list[str]:
         "| workload | budget | SADP accuracy | vs random | vs InfoBatch | vs full data |",
         "|---|---:|---:|---:|---:|---:|",
     ]
-    tally: dict[str, dict[str, int]] = {ref: {} for ref in ("random", "infobatch", "full")}
+    tally: dict[str, Counter[str]] = {ref: Counter() for ref in ("random", "infobatch", "full")}
     for name, entry in grid.items():
         for cell in entry["cells"]:
             if cell["method"] != "sadp" or not cell.get("feasible", False):
@@ -585,14 +586,13 @@ def sadp_summary(grid: dict[str, Any]) -> list[str]:
                 f"{_versus(cell, 'random')} | {_versus(cell, 'infobatch')} | {_versus(cell, 'full')} |"
             )
             for ref, counts in tally.items():
-                verdict = cell.get("versus", {}).get(ref, {}).get("verdict")
-                if verdict:
-                    counts[verdict] = counts.get(verdict, 0) + 1
+                if ref in cell.get("versus", {}):
+                    counts[cell["versus"][ref]["verdict"]] += 1
     lines.append("")
     for ref, counts in tally.items():
         if counts:
-            said = ", ".join(f"{k} in {counts[k]}" for k in ("better", "tied", "worse") if k in counts)
-            lines.append(f"- SADP vs {LABELS[ref]}: {said} of {sum(counts.values())} cells.")
+            said = ", ".join(f"{k} in {counts[k]}" for k in ("better", "tied", "worse") if counts[k])
+            lines.append(f"- SADP vs {LABELS[ref]}: {said} of {counts.total()} cells.")
     return [*lines, ""]
 
 

@@ -241,14 +241,16 @@ class SpikeProbe:
         if self.pooled and per_example % a.shape[-1] == 0:
             area = per_example / a.shape[-1]
         bias = 1.0 if module.bias is not None else 0.0
-        if self.output is None and a.dim() == 3 and probe_kernels.usable(a) and module.weight.dtype == torch.float32:
+        compiled = (
+            self.output is None and a.dim() == 3 and probe_kernels.usable(a) and module.weight.dtype == torch.float32
+        )
+        if compiled:
             rr, c_w = probe_kernels.readout_terms(a, module.weight, bias)
         else:
             c_w = module.weight.detach().float().norm(dim=0).max()
-            rr = a.mean(0).square().sum(1) + bias if self.output is None else None
         self._state["c_w"] = c_w / area
         if self.output is None:
-            self._state["rr"] = rr
+            self._state["rr"] = rr if compiled else a.mean(0).square().sum(1) + bias
         else:
             self._state["gram"] = torch.einsum("tbh,sbh->bts", a, a)  # a_t·a_s per example
             self._state["bias"] = torch.full((a.shape[1],), bias, device=a.device)
