@@ -75,8 +75,9 @@ def run_time_line(payload: dict[str, Any], caveat: str = "") -> str:
     """The run-time sentence of a resumable grid: this invocation's time, how many runs it only reloaded,
     and an optional ``caveat`` clause."""
     env = payload["environment"]
+    threads = f"{env['threads']} thread" + ("s" if env["threads"] != 1 else "")
     line = (
-        f"Measured run time: {payload['total_seconds'] / 60:.1f} min on {env['threads']} threads "
+        f"Measured run time: {payload['total_seconds'] / 60:.1f} min on {threads} "
         f"({env['processor']}, torch {env['torch']})"
     )
     resumed = payload.get("resumed_runs", 0)

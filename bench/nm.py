@@ -30,6 +30,7 @@ import json
 import statistics
 import time
 import warnings
+from collections import Counter
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,8 @@ LABELS = {"dense": "dense", "asp": "ASP", "srste": "SR-STE", "spikenm": "SpikeNM
 EID_WEIGHT = 0.1
 SEEDS = (0, 1, 2, 3, 4)
 TARGET_24_POINTS = 0.3  # 2:4 within this many points of dense
+# reference → the methods compared with it (None: all); EID's own effect is SpikeNM+EID against SpikeNM
+REFERENCES: dict[str, tuple[str, ...] | None] = {"srste": None, "dense": None, "spikenm": ("spikenm_eid",)}
 TIMING_PATTERNS = ("2:4", "1:8", "1:16")
 TIMING_EXAMPLES = 512  # 8 steps per epoch: the per-epoch mask work weighs more than in a real epoch
 TIMING_REPEATS = 11
@@ -219,11 +222,13 @@ def aggregate(rows: list[dict[str, Any]], workloads: list[Workload], patterns, m
         compared = [r for r in mine if r["method"] != "dense"] + [
             {**r, "pattern": p} for r in dense.values() for p in patterns
         ]
-        for reference in ("srste", "dense"):
+        for reference, compared_methods in REFERENCES.items():
             for v in compare(
                 compared,
                 cell=lambda r: (r["pattern"], r["method"]),
-                reference=lambda r, ref=reference: (r["pattern"], ref),
+                reference=lambda r, ref=reference, of=compared_methods: (
+                    (r["pattern"], ref) if of is None or r["method"] in of else None
+                ),
             ):
                 for cell in cells:
                     if (cell["pattern"], cell["method"]) == tuple(v["cell"]):
@@ -310,6 +315,48 @@ def _series(values: list[float | None] | None) -> str:
     return " → ".join("–" if v is None else f"{v:.3f}" for v in values) if values else ""
 
 
+def summary(grid: dict[str, Any], patterns) -> list[str]:
+    """Every pattern's verdicts against SR-STE and EID's against SpikeNM in one table, their tally, and
+    the 2:4 target (within ``TARGET_24_POINTS`` of dense)."""
+    columns = (("spikenm", "srste"), ("spikenm_eid", "srste"), ("asp", "srste"), ("spikenm_eid", "spikenm"))
+    lines = [
+        "## At a glance",
+        "",
+        "Paired differences in points, 95% interval, verdict.",
+        "",
+        "| workload | pattern | " + " | ".join(f"{LABELS[m]} vs {LABELS[r]}" for m, r in columns) + " |",
+        "|---|---|" + "---:|" * len(columns),
+    ]
+    tally: dict[tuple[str, str], Counter[str]] = {c: Counter() for c in columns}
+    targets = []
+    for name, entry in grid.items():
+        cells = {(c["pattern"], c["method"]): c for c in entry["cells"]}
+        for pattern in patterns:
+            row = []
+            for method, reference in columns:
+                cell = cells.get((pattern, method), {})
+                row.append(_versus(cell, reference))
+                if reference in cell.get("versus", {}):
+                    tally[method, reference][cell["versus"][reference]["verdict"]] += 1
+            lines.append(f"| {name} | {pattern} | " + " | ".join(row) + " |")
+        for method in ("spikenm", "spikenm_eid", "srste", "asp"):
+            v = cells.get(("2:4", method), {}).get("versus", {}).get("dense")
+            if v is not None:
+                d = 100 * v["difference"]["mean"]
+                met = "yes" if d >= -TARGET_24_POINTS else "no"
+                targets.append(f"{name} {LABELS[method]} {d:+.2f} ({met})")
+    lines.append("")
+    for (method, reference), counts in tally.items():
+        if counts:
+            said = ", ".join(f"{k} in {counts[k]}" for k in ("better", "tied", "worse") if counts[k])
+            lines.append(f"- {LABELS[method]} vs {LABELS[reference]}: {said} of {counts.total()} cells.")
+    if targets:
+        lines.append(
+            f"- 2:4 within {TARGET_24_POINTS} points of dense (mean paired difference): " + "; ".join(targets) + "."
+        )
+    return [*lines, ""]
+
+
 def markdown(payload: dict[str, Any]) -> str:
     settings = payload["settings"]
     lines = [
@@ -319,8 +366,14 @@ def markdown(payload: dict[str, Any]) -> str:
         "epochs in total (ASP: E − 1 dense, then 1 with fixed masks). Accuracy is test accuracy in percent, "
         "mean ± 95% interval; differences are paired per seed (Student t), with a verdict. SynOps: effective "
         f"per sample relative to dense. EID weight {settings['eid_weight']}.",
-        run_time_line(payload),
+        run_time_line(
+            payload,
+            "the grid shared the machine with other work and was paused while anything was timed, so its train "
+            "seconds (and their sum) are not timings, and ASP's fine-tuning epochs are not in the sum (see Step "
+            "overhead for speed)",
+        ),
         "",
+        *summary(payload["grid"], settings["patterns"]),
     ]
     for name, entry in payload["grid"].items():
         w = payload["workloads"][name]

@@ -16,8 +16,11 @@ def test_nm_benchmark_quick(tmp_path, bench_script):
         assert cell["relative_synops"] > 0 and cell["versus"]["dense"]["verdict"] in {"better", "worse", "tied"}
         if method != "srste":
             assert cell["versus"]["srste"]["verdict"] in {"better", "worse", "tied"}
+        assert ("spikenm" in cell["versus"]) == (method == "spikenm_eid")  # EID's own effect, paired
         if method in bench.TRAINED:
             assert len(cell["mask_flip_rates"]) == 2 and len(cell["sampling_entropy"]) == 2
+    report = (tmp_path / "nm.md").read_text()
+    assert "## At a glance" in report and "- SpikeNM vs SR-STE: " in report and "2:4 within 0.3 points" in report
     lines = runs.read_text().splitlines()
     bench.main(["--quick", "--out-dir", str(tmp_path), "--runs", str(runs)])
     assert runs.read_text().splitlines() == lines  # resumed: nothing ran again
