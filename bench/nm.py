@@ -12,13 +12,18 @@
 
    Layers whose input dimension is not a multiple of M (the first conv: 1 or 2 channels) stay dense,
    for every contender alike. Reported per cell: test accuracy (mean ± 95% interval), the paired
-   difference to SR-STE and to dense with a verdict (``bench/stats.py``), effective SynOps relative to
-   dense, and, for the learned methods, the deployed-mask flip rate and sampling entropy per epoch.
+   difference to SR-STE and to dense with a verdict (``bench/stats.py``), SpikeNM+EID's also to SpikeNM
+   (EID's own effect), effective SynOps relative to dense, and, for the learned methods, the
+   deployed-mask flip rate and sampling entropy per epoch.
 2. **Overhead** (``--timing``, on an idle machine): seconds per training step of every from-scratch
    contender against dense, whole epochs of the one training loop on ``TIMING_EXAMPLES`` examples,
    interleaved, ``TIMING_REPEATS`` repeats, medians.
 
 Run: ``python bench/nm.py [--quick] [--runs FILE] [--workloads ...]``, then ``python bench/nm.py --timing``.
+To share the grid between processes, give each a disjoint part (``--seeds``, ``--methods``, ``--patterns``)
+of the same runs file and an ``--out-dir`` of its own (each process reads the file once, at its start;
+a seed's dense row must exist before two processes share that seed); a last call without them trains
+nothing and reports all runs.
 Writes ``bench/results/nm.{json,md,png}``, ``nm_dynamics.png`` and ``nm_timing.{json,md}``.
 """
 
@@ -474,6 +479,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--workloads", nargs="+", choices=WORKLOAD_NAMES, default=list(WORKLOAD_NAMES))
     parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    parser.add_argument("--patterns", nargs="+", choices=PATTERNS, default=list(PATTERNS))
     parser.add_argument("--runs", type=Path, default=None, help="JSON-lines file of finished runs (resume, append)")
     parser.add_argument("--out-dir", type=Path, default=None, help="default bench/results")
     args = parser.parse_args(argv)
@@ -483,7 +489,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     workloads = [WORKLOADS[n] for n in q.get("workloads", args.workloads)]
     if args.quick:
         workloads = [replace(w, epochs=QUICK["epochs"]) for w in workloads]
-    patterns = q.get("patterns", PATTERNS)
+    patterns = q.get("patterns", tuple(args.patterns))
     if args.timing:
         if args.quick:
             return timing_main(workloads, 1, 128, ("2:4",), out_dir)
