@@ -64,11 +64,11 @@ from spikeprune.train import Trainer
 
 try:
     from harness import RESULTS, RunStore, environment, run_time_line, summarize, write_results
-    from stats import compare, mean_interval
+    from stats import compare, mean_interval, tally_text
     from workloads import WORKLOADS, Workload, datasets, train_dense
 except ImportError:  # imported as bench.data_pruning
     from bench.harness import RESULTS, RunStore, environment, run_time_line, summarize, write_results
-    from bench.stats import compare, mean_interval
+    from bench.stats import compare, mean_interval, tally_text
     from bench.workloads import WORKLOADS, Workload, datasets, train_dense
 
 NAME = "data_pruning"
@@ -591,8 +591,7 @@ def sadp_summary(grid: dict[str, Any]) -> list[str]:
     lines.append("")
     for ref, counts in tally.items():
         if counts:
-            said = ", ".join(f"{k} in {counts[k]}" for k in ("better", "tied", "worse") if counts[k])
-            lines.append(f"- SADP vs {LABELS[ref]}: {said} of {counts.total()} cells.")
+            lines.append(f"- SADP vs {LABELS[ref]}: {tally_text(counts)}.")
     return [*lines, ""]
 
 

@@ -50,11 +50,11 @@ from spikeprune.train import Trainer
 
 try:
     from harness import RESULTS, RunStore, environment, interleaved_times, run_time_line, summarize, write_results
-    from stats import compare, mean_interval
+    from stats import compare, mean_interval, tally_text
     from workloads import CALIBRATION_BATCHES, WORKLOADS, Workload, calibration_batches, datasets, retrain, train_dense
 except ImportError:  # imported as bench.nm
     from bench.harness import RESULTS, RunStore, environment, interleaved_times, run_time_line, summarize, write_results
-    from bench.stats import compare, mean_interval
+    from bench.stats import compare, mean_interval, tally_text
     from bench.workloads import (
         CALIBRATION_BATCHES,
         WORKLOADS,
@@ -353,8 +353,7 @@ def summary(grid: dict[str, Any], patterns) -> list[str]:
     lines.append("")
     for (method, reference), counts in tally.items():
         if counts:
-            said = ", ".join(f"{k} in {counts[k]}" for k in ("better", "tied", "worse") if counts[k])
-            lines.append(f"- {LABELS[method]} vs {LABELS[reference]}: {said} of {counts.total()} cells.")
+            lines.append(f"- {LABELS[method]} vs {LABELS[reference]}: {tally_text(counts)}.")
     if targets:
         lines.append(
             f"- 2:4 within {TARGET_24_POINTS} points of dense (mean paired difference): " + "; ".join(targets) + "."

@@ -140,6 +140,12 @@ def compare(
     return out
 
 
+def tally_text(verdicts: Mapping[str, int]) -> str:
+    """``better in 1, tied in 8 of 9 cells``: a verdict count in the words every benchmark report uses."""
+    said = ", ".join(f"{k} in {verdicts[k]}" for k in ("better", "tied", "worse") if verdicts.get(k))
+    return f"{said} of {sum(verdicts.values())} cells"
+
+
 def plot_interval(ax, x: float, interval: Interval, scale: float = 1.0, **style: Any) -> None:
     """One point with its interval as an error bar on a matplotlib axis."""
     ax.errorbar(
