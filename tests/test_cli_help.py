@@ -33,6 +33,7 @@ def test_warnings_reach_the_cli_as_one_note_line(tmp_path):
     result = cli("train", "--dataset", "digits", "--epochs", "1", "--nm", "2:4", "--no-progress", "--out", "run",
                  cwd=tmp_path)  # fmt: skip
     assert result.returncode == 0, result.stderr
+    assert "after 1 epoch;" in result.stdout  # singular
     notes = [line for line in result.stderr.splitlines() if line.startswith("note: N:M with M=4")]
     assert len(notes) == 1 and "--nm-policy pad" in notes[0]
     assert "Warning" not in result.stderr and "warnings.warn" not in result.stderr

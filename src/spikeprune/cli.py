@@ -389,9 +389,11 @@ def quickstart(
 
 def _print_summary(summary: dict, out: Path) -> None:
     seconds = summary["seconds_per_epoch"]
+    epochs = summary["epochs"]
     typer.echo(
         f"  test accuracy {summary['test_accuracy']:.4f} (top-5 {summary['test_top5']:.4f}) after "
-        f"{summary['epochs']} epochs; {sum(seconds) / max(len(seconds), 1):.1f} s per epoch; run folder {out}"
+        f"{epochs} epoch{'' if epochs == 1 else 's'}; {sum(seconds) / max(len(seconds), 1):.1f} s per epoch; "
+        f"run folder {out}"
     )
     if "effective_synops" in summary:
         typer.echo(
