@@ -80,16 +80,18 @@ def run_time_line(payload: dict[str, Any], caveat: str = "") -> str:
         f"Measured run time: {payload['total_seconds'] / 60:.1f} min on {threads} "
         f"({env['processor']}, torch {env['torch']})"
     )
-    resumed = payload.get("resumed_runs", 0)
+    resumed, runs = payload.get("resumed_runs", 0), len(payload["runs"])
     if resumed:
         line += (
-            f" for the {len(payload['runs']) - resumed} runs of this invocation; {resumed} runs were resumed "
-            "from the runs file (computed by earlier invocations)"
+            f"; this invocation trained nothing: all {runs} runs were resumed from the runs file"
+            if resumed == runs
+            else f" for the {runs - resumed} runs of this invocation; {resumed} runs were resumed from the runs "
+            "file (computed by earlier invocations)"
         )
         trained = sum(row.get("train_seconds") or 0.0 for row in payload["runs"])
         if trained:  # the whole grid's compute, whichever invocation ran each row
             spent = f"{trained / 3600:.1f} h" if trained >= 3600 else f"{trained / 60:.1f} min"
-            line += f"; all {len(payload['runs'])} runs together trained for {spent}"
+            line += f"; all {runs} runs together trained for {spent}"
     return line + (f"; {caveat}" if caveat else "") + "."
 
 

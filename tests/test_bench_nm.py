@@ -29,6 +29,17 @@ def test_nm_benchmark_quick(tmp_path, bench_script):
     assert "## Step overhead" in (tmp_path / "nm.md").read_text()
 
 
+def test_the_2_4_target_counts_a_difference_of_exactly_the_target_as_met(bench_script):
+    bench = bench_script("nm")
+
+    def cell(difference):  # -0.30 points as the mean of paired fractions carries float noise
+        return {"pattern": "2:4", "method": "spikenm", "versus": {"dense": {"difference": {"mean": difference}}}}
+
+    for difference, met in [(sum([-0.001, -0.002, -0.006]) / 3, "yes"), (-0.0032, "no"), (0.001, "yes")]:
+        lines = bench.summary({"w": {"cells": [cell(difference)]}}, ["2:4"])
+        assert f"({met})." in lines[-2], (difference, lines[-2])
+
+
 def test_nm_tuning_quick(tmp_path, bench_script):
     payload = bench_script("nm_tuning").main(["--quick", "--out-dir", str(tmp_path)])
     rows = {row["variant"]: row for row in payload["table"]}

@@ -43,7 +43,7 @@ def test_unstructured_benchmark_quick(tmp_path, bench_script):
     assert runs.read_text().splitlines() == lines  # resumed: nothing ran again
     assert again["resumed_runs"] == len(lines)  # and the run time says it covers no run
     assert (
-        f"for the 0 runs of this invocation; {len(lines)} runs were resumed"
+        f"this invocation trained nothing: all {len(lines)} runs were resumed"
         in (tmp_path / "unstructured.md").read_text()
     )
 
