@@ -63,11 +63,11 @@ from spikeprune.datapruning.sampling import (
 from spikeprune.train import Trainer
 
 try:
-    from harness import RESULTS, RunStore, environment, run_time_line, summarize, write_results
+    from harness import RESULTS, RunStore, environment, run_time_line, summarize, threads_text, write_results
     from stats import compare, mean_interval, tally_text
     from workloads import WORKLOADS, Workload, datasets, train_dense
 except ImportError:  # imported as bench.data_pruning
-    from bench.harness import RESULTS, RunStore, environment, run_time_line, summarize, write_results
+    from bench.harness import RESULTS, RunStore, environment, run_time_line, summarize, threads_text, write_results
     from bench.stats import compare, mean_interval, tally_text
     from bench.workloads import WORKLOADS, Workload, datasets, train_dense
 
@@ -685,7 +685,8 @@ def timing_markdown(timing_payload: dict[str, Any]) -> list[str]:
     lines = [
         "## Speed",
         "",
-        f"`bench/data_pruning.py --timing`, with nothing else running: {env['threads']} threads ({env['processor']}). "
+        f"`bench/data_pruning.py --timing`, with nothing else running: {threads_text(env['threads'])} "
+        f"({env['processor']}). "
         f"Per workload, full data and every method at every budget on a subset of the training data, in "
         f"rotating order after one discarded full-data run, {timing_payload['repeats']} repeats (seeds); train "
         "seconds exclude evaluation. Speedup = "

@@ -71,13 +71,17 @@ def environment() -> dict[str, Any]:
     }
 
 
+def threads_text(count: int) -> str:
+    """'1 thread', '2 threads': the run-time lines name the thread count."""
+    return f"{count} thread" + ("s" if count != 1 else "")
+
+
 def run_time_line(payload: dict[str, Any], caveat: str = "") -> str:
     """The run-time sentence of a resumable grid: this invocation's time, how many runs it only reloaded,
     and an optional ``caveat`` clause."""
     env = payload["environment"]
-    threads = f"{env['threads']} thread" + ("s" if env["threads"] != 1 else "")
     line = (
-        f"Measured run time: {payload['total_seconds'] / 60:.1f} min on {threads} "
+        f"Measured run time: {payload['total_seconds'] / 60:.1f} min on {threads_text(env['threads'])} "
         f"({env['processor']}, torch {env['torch']})"
     )
     resumed, runs = payload.get("resumed_runs", 0), len(payload["runs"])

@@ -26,9 +26,9 @@ from spikeprune.models import build_model
 from spikeprune.snn import LIF, SpikingNeuron
 
 try:
-    from harness import environment, interleaved_times, saved_tensor_bytes, summarize, write_results
+    from harness import environment, interleaved_times, saved_tensor_bytes, summarize, threads_text, write_results
 except ImportError:  # imported as bench.neuron_speed
-    from bench.harness import environment, interleaved_times, saved_tensor_bytes, summarize, write_results
+    from bench.harness import environment, interleaved_times, saved_tensor_bytes, summarize, threads_text, write_results
 
 warnings.filterwarnings("ignore", message=".*Triton not available.*")
 
@@ -324,7 +324,7 @@ def main(argv: list[str] | None = None) -> dict:
         [
             "## neuron_speed" + (" (quick)" if args.quick else ""),
             "",
-            f"torch {env['torch']}, {env['threads']} threads, {env['processor']}, CUDA: {env['cuda']}. "
+            f"torch {env['torch']}, {threads_text(env['threads'])}, {env['processor']}, CUDA: {env['cuda']}. "
             f"Medians of {repeats} interleaved repeats; ratio = contender time / spikeprune time.",
             "",
             ratio_table(neuron_result, ours_neuron, f"LIF forward+backward, input {tuple(shape)}"),

@@ -33,12 +33,12 @@ import torch.nn.functional as F
 from spikeprune.train import Trainer
 
 try:
-    from harness import RESULTS, RunStore, environment, write_results
+    from harness import RESULTS, RunStore, environment, threads_text, write_results
     from nm import sparsity_settings
     from stats import mean_interval, paired_difference
     from workloads import WORKLOADS, Workload, datasets
 except ImportError:  # imported as bench.nm_tuning
-    from bench.harness import RESULTS, RunStore, environment, write_results
+    from bench.harness import RESULTS, RunStore, environment, threads_text, write_results
     from bench.nm import sparsity_settings
     from bench.stats import mean_interval, paired_difference
     from bench.workloads import WORKLOADS, Workload, datasets
@@ -138,7 +138,7 @@ def markdown(payload: dict[str, Any]) -> str:
         "(not the benchmark's). Accuracy: mean ± 95% interval; vs SpikeNM: paired difference and verdict. Flip rate "
         "and sampling entropy of the first epoch; gradient variance: Σ Var / ‖mean‖² of the logits' gradient over "
         f"{DRAWS} mask samples after the first epoch.",
-        f"Measured run time: {payload['seconds'] / 60:.1f} min on {env['threads']} threads.",
+        f"Measured run time: {payload['seconds'] / 60:.1f} min on {threads_text(env['threads'])}.",
         "",
         "| pattern | variant | accuracy | vs SpikeNM | flip rate, epoch 1 | sampling entropy, epoch 1 | "
         "logit-gradient variance |",

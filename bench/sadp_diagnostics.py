@@ -63,7 +63,7 @@ try:
         sadp_scores,
         spearman,
     )
-    from harness import RunStore, arguments, environment, write_results
+    from harness import RunStore, arguments, environment, threads_text, write_results
     from stats import compare, mean_interval
     from workloads import WORKLOADS, Workload, datasets
 except ImportError:  # imported as bench.sadp_diagnostics
@@ -77,7 +77,7 @@ except ImportError:  # imported as bench.sadp_diagnostics
         sadp_scores,
         spearman,
     )
-    from bench.harness import RunStore, arguments, environment, write_results
+    from bench.harness import RunStore, arguments, environment, threads_text, write_results
     from bench.stats import compare, mean_interval
     from bench.workloads import WORKLOADS, Workload, datasets
 
@@ -322,7 +322,8 @@ def markdown(payload: dict[str, Any]) -> str:
         "pruned epoch (the fresh oracle only).",
         "",
         f"Run time of the last invocation: {payload['seconds'] / 60:.1f} min (runs already in the runs file are "
-        f"not repeated; {payload['environment']['threads']} thread, other benchmarks sharing the machine; accuracy "
+        f"not repeated; {threads_text(payload['environment']['threads'])}, other benchmarks sharing the machine; "
+        "accuracy "
         "only, no timing).",
         "",
         "| budget | variant | hypothesis | accuracy (%) | vs its random (points) | vs SADP (points) | train loss "
