@@ -49,29 +49,11 @@ from spikeprune.sparsity.masks import finalize
 from spikeprune.train import Trainer
 
 try:
-    from harness import (
-        RESULTS,
-        RunStore,
-        environment,
-        interleaved_times,
-        run_time_line,
-        summarize,
-        threads_text,
-        write_results,
-    )
+    from harness import RESULTS, RunStore, environment, interleaved_times, run_time_line, summarize, write_results
     from stats import compare, mean_interval, tally_text
     from workloads import CALIBRATION_BATCHES, WORKLOADS, Workload, calibration_batches, datasets, retrain, train_dense
 except ImportError:  # imported as bench.nm
-    from bench.harness import (
-        RESULTS,
-        RunStore,
-        environment,
-        interleaved_times,
-        run_time_line,
-        summarize,
-        threads_text,
-        write_results,
-    )
+    from bench.harness import RESULTS, RunStore, environment, interleaved_times, run_time_line, summarize, write_results
     from bench.stats import compare, mean_interval, tally_text
     from bench.workloads import (
         CALIBRATION_BATCHES,
@@ -307,8 +289,7 @@ def timing_markdown(payload: dict[str, Any]) -> str:
     lines = [
         "## Step overhead",
         "",
-        f"`bench/nm.py --timing`, with nothing else running: {threads_text(env['threads'])} ({env['processor']}). "
-        "Whole "
+        f"`bench/nm.py --timing`, with nothing else running: {env['threads']} threads ({env['processor']}). Whole "
         f"epochs of the training loop on the same {settings['examples']} examples, contenders in rotating order, "
         f"{settings['repeats']} repeats; median ms per step; overhead = median / dense median − 1. Target: ≤ 20%.",
         "",
