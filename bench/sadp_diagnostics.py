@@ -323,8 +323,7 @@ def markdown(payload: dict[str, Any]) -> str:
         "",
         f"Run time of the last invocation: {payload['seconds'] / 60:.1f} min (runs already in the runs file are "
         f"not repeated; {threads_text(payload['environment']['threads'])}, other benchmarks sharing the machine; "
-        "accuracy "
-        "only, no timing).",
+        "accuracy only, no timing).",
         "",
         "| budget | variant | hypothesis | accuracy (%) | vs its random (points) | vs SADP (points) | train loss "
         "| train loss vs its random | ESS | stale ρ |",
